@@ -1,0 +1,153 @@
+/**
+ * TargetImage: one image built for one hardware target with BuildKit
+ * (@pulumi/docker-build), pushed to ECR under an immutable release tag, with
+ * its layer cache exported to and imported from the image's cache repository.
+ *
+ * MultiArchImage: joins one amd64 and one arm64 target of an image under one
+ * multi-arch tag (a docker-build Index).
+ */
+import * as dockerbuild from "@pulumi/docker-build";
+import * as pulumi from "@pulumi/pulumi";
+import * as path from "node:path";
+import type { ImageConfig } from "./config";
+import { cacheTag, releaseTag } from "./naming";
+import { type BuiltTarget, digestRef } from "./references";
+import type { RegistryCredentials } from "./registry";
+import { type HardwareTarget, targetBuildArgs } from "./targets";
+
+export interface TargetImageArgs {
+    /** The image as declared in `build.images[]` (name, context, dockerfile, buildArgs). */
+    readonly image: ImageConfig;
+    /** The resolved hardware target. */
+    readonly target: HardwareTarget;
+    /** Release version (`build.version`); the tag is `<version>-<target>`. */
+    readonly version: string;
+    /** URL of the release repository. */
+    readonly repositoryUrl: pulumi.Input<string>;
+    /** URL of the cache repository. */
+    readonly cacheRepositoryUrl: pulumi.Input<string>;
+    /** ECR login (secret). */
+    readonly credentials: pulumi.Input<RegistryCredentials>;
+    /** Base image of the build stages, already resolved through the pull-through cache. */
+    readonly baseImage: pulumi.Input<string>;
+    /** Base image of the runtime stage, resolved likewise. */
+    readonly runtimeBaseImage: pulumi.Input<string>;
+    /** Build during `pulumi preview` too (`build.buildOnPreview`, default false). */
+    readonly buildOnPreview: boolean;
+    /** buildx builder to use (`build.builder`); default: the local default builder. */
+    readonly builder?: string;
+}
+
+export class TargetImage extends pulumi.ComponentResource {
+    public readonly image: dockerbuild.Image;
+    /** `<repo>:<version>-<target>` */
+    public readonly tag: pulumi.Output<string>;
+    /** `<repo>@sha256:...`: what environments deploy. */
+    public readonly ref: pulumi.Output<string>;
+    /** `<cache repo>:cache-<target>` */
+    public readonly cacheRef: pulumi.Output<string>;
+    /** What the build stack exports for this image × target. */
+    public readonly built: pulumi.Output<BuiltTarget>;
+
+    constructor(name: string, args: TargetImageArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ml-infra:build:TargetImage", name, {}, opts);
+        const { image, target } = args;
+        if (!image.targets.includes(target.name)) {
+            throw new Error(`image ${image.name} does not declare target ${target.name}`);
+        }
+        this.tag = pulumi.interpolate`${args.repositoryUrl}:${releaseTag(args.version, target.name)}`;
+        this.cacheRef = pulumi.interpolate`${args.cacheRepositoryUrl}:${cacheTag(target.name)}`;
+        const credentials = pulumi.output(args.credentials);
+        const timeout = `${target.buildTimeoutMinutes}m`;
+
+        this.image = new dockerbuild.Image(
+            `${name}-image`,
+            {
+                push: true,
+                tags: [this.tag],
+                platforms: [target.platform],
+                target: target.stage,
+                // Relative paths keep the inputs identical on every machine (no perpetual diff).
+                context: { location: image.context },
+                dockerfile: { location: path.posix.join(image.context, image.dockerfile) },
+                buildArgs: pulumi
+                    .all([args.baseImage, args.runtimeBaseImage])
+                    .apply(([base, runtimeBase]) => ({ ...image.buildArgs, ...targetBuildArgs(target, base, runtimeBase) })),
+                labels: {
+                    "org.opencontainers.image.version": args.version,
+                    "ml-infra.image": image.name,
+                    "ml-infra.target": target.name,
+                },
+                cacheFrom: [{ registry: { ref: this.cacheRef } }],
+                cacheTo: [
+                    {
+                        registry: {
+                            ref: this.cacheRef,
+                            mode: dockerbuild.CacheMode.Max,
+                            // ECR only accepts cache exported as an OCI image manifest.
+                            imageManifest: true,
+                            ociMediaTypes: true,
+                        },
+                    },
+                ],
+                registries: [
+                    {
+                        address: credentials.address,
+                        username: credentials.username,
+                        password: pulumi.secret(credentials.password),
+                    },
+                ],
+                buildOnPreview: args.buildOnPreview,
+                builder: args.builder ? { name: args.builder } : undefined,
+            },
+            { parent: this, customTimeouts: { create: timeout, update: timeout } },
+        );
+        this.ref = pulumi.all([args.repositoryUrl, this.image.digest]).apply(([url, digest]) => digestRef(url, digest));
+        this.built = pulumi.all([this.ref, this.tag, this.cacheRef]).apply(([ref, tag, cacheRef]) => ({
+            ref,
+            tag,
+            cacheRef,
+            platform: target.platform,
+            pool: target.pool,
+        }));
+
+        this.registerOutputs({ tag: this.tag, ref: this.ref, cacheRef: this.cacheRef });
+    }
+}
+
+export interface MultiArchImageArgs {
+    /** `<repo>:<version>` */
+    readonly tag: pulumi.Input<string>;
+    /** Digest references of the per-platform images to join. */
+    readonly sources: ReadonlyArray<pulumi.Input<string>>;
+    readonly repositoryUrl: pulumi.Input<string>;
+    readonly credentials: pulumi.Input<RegistryCredentials>;
+}
+
+export class MultiArchImage extends pulumi.ComponentResource {
+    public readonly index: dockerbuild.Index;
+    /** `<repo>@sha256:...` of the index. */
+    public readonly ref: pulumi.Output<string>;
+
+    constructor(name: string, args: MultiArchImageArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ml-infra:build:MultiArchImage", name, {}, opts);
+        if (args.sources.length < 2) throw new Error(`multi-arch image ${name} needs at least two sources`);
+        const credentials = pulumi.output(args.credentials);
+        this.index = new dockerbuild.Index(
+            `${name}-index`,
+            {
+                tag: args.tag,
+                sources: [...args.sources],
+                push: true,
+                registry: {
+                    address: credentials.address,
+                    username: credentials.username,
+                    password: pulumi.secret(credentials.password),
+                },
+            },
+            { parent: this },
+        );
+        this.ref = pulumi.all([args.repositoryUrl, this.index.ref]).apply(([url, ref]) => digestRef(url, ref.slice(ref.indexOf("@") + 1)));
+        this.registerOutputs({ ref: this.ref });
+    }
+}

@@ -1,0 +1,63 @@
+/**
+ * ECR pull-through cache: which upstream registries, under which prefix, and
+ * how an upstream base image is rewritten to go through the cache (pure).
+ */
+
+export type UpstreamKey = "ecrPublic" | "quay" | "dockerHub" | "github";
+
+export interface Upstream {
+    readonly key: UpstreamKey;
+    /** Host names a reference may use for this registry. */
+    readonly hosts: readonly string[];
+    /** URL ECR pulls from. */
+    readonly upstreamRegistryUrl: string;
+    /** Repository prefix in our registry. */
+    readonly prefix: string;
+    /** Needs a Secrets Manager secret named ecr-pullthroughcache/... */
+    readonly needsCredentials: boolean;
+}
+
+export const UPSTREAMS: readonly Upstream[] = [
+    { key: "ecrPublic", hosts: ["public.ecr.aws"], upstreamRegistryUrl: "public.ecr.aws", prefix: "ecr-public", needsCredentials: false },
+    { key: "quay", hosts: ["quay.io"], upstreamRegistryUrl: "quay.io", prefix: "quay", needsCredentials: false },
+    { key: "dockerHub", hosts: ["docker.io", "registry-1.docker.io", "index.docker.io"], upstreamRegistryUrl: "registry-1.docker.io", prefix: "docker-hub", needsCredentials: true },
+    { key: "github", hosts: ["ghcr.io"], upstreamRegistryUrl: "ghcr.io", prefix: "github", needsCredentials: true },
+];
+
+export interface ParsedImage {
+    readonly host: string;
+    readonly path: string;
+    /** ":tag", "@sha256:..." or ":tag@sha256:..." */
+    readonly suffix: string;
+}
+
+/** Splits an image reference into registry host, repository path and tag/digest. */
+export function parseImage(ref: string): ParsedImage {
+    const at = ref.indexOf("@");
+    const beforeDigest = at >= 0 ? ref.slice(0, at) : ref;
+    const digest = at >= 0 ? ref.slice(at) : "";
+    const slash = beforeDigest.indexOf("/");
+    const first = slash >= 0 ? beforeDigest.slice(0, slash) : "";
+    const hasHost = slash >= 0 && (first.includes(".") || first.includes(":") || first === "localhost");
+    const host = hasHost ? first : "docker.io";
+    let rest = hasHost ? beforeDigest.slice(slash + 1) : beforeDigest;
+    const colon = rest.lastIndexOf(":");
+    let tag = "";
+    if (colon >= 0 && !rest.slice(colon).includes("/")) {
+        tag = rest.slice(colon);
+        rest = rest.slice(0, colon);
+    }
+    if (host === "docker.io" && !rest.includes("/")) rest = `library/${rest}`;
+    return { host, path: rest, suffix: `${tag}${digest}` };
+}
+
+/**
+ * Rewrites an upstream image to our registry's pull-through prefix when a rule
+ * for its registry is enabled; otherwise returns it unchanged.
+ */
+export function resolveThroughCache(ref: string, registryHost: string, enabled: ReadonlySet<UpstreamKey>): string {
+    const image = parseImage(ref);
+    const upstream = UPSTREAMS.find((u) => enabled.has(u.key) && u.hosts.includes(image.host));
+    if (!upstream) return ref;
+    return `${registryHost}/${upstream.prefix}/${image.path}${image.suffix}`;
+}

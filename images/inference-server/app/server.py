@@ -1,0 +1,117 @@
+"""Reference inference server.
+
+GET  /healthz      -> {"status": "ok", "target": ..., "isa": ...}
+POST /v1/infer     {"inputs": [[64 floats], ...]} -> {"outputs": [[10 probabilities], ...]}
+
+The dense layers run in a C kernel compiled for the image's hardware target.
+At start the server checks that this CPU has the instruction sets the target
+was compiled for (REQUIRED_CPU_FEATURES) and refuses to start if not, instead
+of dying later with SIGILL.
+"""
+import ctypes
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+EXIT_WRONG_CPU = 78
+
+
+def cpu_flags() -> set:
+    flags = set()
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    return flags
+
+
+def check_cpu(target: str, required: list) -> None:
+    missing = [f for f in required if f not in cpu_flags()]
+    if missing:
+        sys.stderr.write(
+            f"refusing to start: this image is built for hardware target '{target}' and needs CPU "
+            f"features {', '.join(required)}; this CPU lacks {', '.join(missing)}. "
+            f"Deploy the image of a target this host supports.\n"
+        )
+        sys.exit(EXIT_WRONG_CPU)
+
+
+class Model:
+    def __init__(self, model_path: str, kernel_path: str):
+        weights = np.load(model_path)
+        self.layers = [(weights["w1"], weights["b1"]), (weights["w2"], weights["b2"])]
+        self.lib = ctypes.CDLL(kernel_path)
+        self.lib.kernel_isa.restype = ctypes.c_char_p
+        ptr = ctypes.POINTER(ctypes.c_float)
+        self.lib.matvec.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_size_t, ctypes.c_size_t]
+        self.isa = self.lib.kernel_isa().decode()
+
+    def _dense(self, w, b, x):
+        y = np.empty(w.shape[0], dtype=np.float32)
+        ptr = ctypes.POINTER(ctypes.c_float)
+        self.lib.matvec(w.ctypes.data_as(ptr), x.ctypes.data_as(ptr), b.ctypes.data_as(ptr),
+                        y.ctypes.data_as(ptr), w.shape[0], w.shape[1])
+        return y
+
+    def infer(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        (w1, b1), (w2, b2) = self.layers
+        if x.shape != (w1.shape[1],):
+            raise ValueError(f"each input needs {w1.shape[1]} numbers")
+        h = np.maximum(self._dense(w1, b1, x), 0.0)
+        z = self._dense(w2, b2, h)
+        e = np.exp(z - z.max())
+        return (e / e.sum()).tolist()
+
+
+def make_handler(model: Model, target: str):
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/healthz":
+                self._send(200, {"status": "ok", "target": target, "isa": model.isa})
+            else:
+                self._send(404, {"error": "not found"})
+
+        def do_POST(self):  # noqa: N802
+            if self.path != "/v1/infer":
+                self._send(404, {"error": "not found"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+                request = json.loads(self.rfile.read(length))
+                outputs = [model.infer(x) for x in request["inputs"]]
+            except (ValueError, KeyError, TypeError) as err:
+                self._send(400, {"error": str(err)})
+                return
+            self._send(200, {"outputs": outputs, "target": target})
+
+        def log_message(self, fmt, *args):
+            sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+
+    return Handler
+
+
+def main() -> None:
+    target = os.environ.get("TARGET_NAME", "unknown")
+    check_cpu(target, os.environ.get("REQUIRED_CPU_FEATURES", "").split())
+    model = Model(os.environ["MODEL_PATH"], os.environ["KERNEL_PATH"])
+    port = int(os.environ.get("PORT", "8080"))
+    server = ThreadingHTTPServer((os.environ.get("BIND", "0.0.0.0"), port), make_handler(model, target))
+    sys.stderr.write(f"serving target {target} ({model.isa} kernel) on port {port}\n")
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+/**
+ * Test harness: evaluates the real index.ts for a stack under Pulumi's mock
+ * runtime and records every resource it registers (type, name, inputs,
+ * parent, options) and every stack output. The cloud is answered by mocks.
+ */
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { vi } from "vitest";
+import { parse as parseYaml } from "yaml";
+
+export const ROOT = path.resolve(__dirname, "..");
+export const STACKS_DIR = path.join(ROOT, "stacks");
+export const ACCOUNT = "123456789012";
+export const REGION = "us-east-1";
+export const REGISTRY_HOST = `${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`;
+
+export interface Registered {
+    readonly type: string;
+    readonly name: string;
+    readonly urn: string;
+    readonly parent: string;
+    readonly inputs: Record<string, unknown>;
+    readonly protect: boolean;
+    readonly retainOnDelete: boolean;
+    readonly customTimeouts: { create: string; update: string; delete: string };
+}
+
+export interface Evaluation {
+    readonly resources: Registered[];
+    readonly outputs: Record<string, unknown>;
+    /** Resources of one type. */
+    ofType(type: string): Registered[];
+}
+
+export interface EvaluateOptions {
+    /** Config map instead of the stack file's (`{"ml-infra:build": {...}}`; objects are JSON-encoded as the CLI does). */
+    readonly config?: Record<string, unknown>;
+    /** What the build stack exports, for environments that follow it through a StackReference. */
+    readonly buildOutputs?: Record<string, unknown>;
+    readonly preview?: boolean;
+}
+
+interface ProjectFile {
+    name: string;
+    config?: Record<string, { default?: unknown; value?: unknown }>;
+}
+
+export function projectFile(): ProjectFile {
+    return parseYaml(fs.readFileSync(path.join(ROOT, "Pulumi.yaml"), "utf8")) as ProjectFile;
+}
+
+/** Names of every stack file under stacks/. */
+export function stackNames(): string[] {
+    return fs
+        .readdirSync(STACKS_DIR)
+        .filter((f) => /^Pulumi\..+\.yaml$/.test(f))
+        .map((f) => f.slice("Pulumi.".length, -".yaml".length))
+        .sort();
+}
+
+export function stackFileConfig(stack: string): Record<string, unknown> {
+    const file = parseYaml(fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8")) as {
+        config?: Record<string, unknown>;
+    };
+    return file.config ?? {};
+}
+
+/** The config map the Pulumi CLI would hand the program: project defaults, then the stack's values. */
+export function cliConfig(stackConfig: Record<string, unknown>): Record<string, string> {
+    const project = projectFile();
+    const out: Record<string, string> = {};
+    const encode = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
+    for (const [key, decl] of Object.entries(project.config ?? {})) {
+        const full = key.includes(":") ? key : `${project.name}:${key}`;
+        const v = decl.value ?? decl.default;
+        if (v !== undefined) out[full] = encode(v);
+    }
+    for (const [key, v] of Object.entries(stackConfig)) out[key] = encode(v);
+    return out;
+}
+
+function fakeDigest(...parts: unknown[]): string {
+    return `sha256:${createHash("sha256").update(JSON.stringify(parts)).digest("hex")}`;
+}
+
+function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown): Record<string, unknown> {
+    switch (type) {
+        case "aws:ecr/repository:Repository":
+            return {
+                ...inputs,
+                repositoryUrl: `${REGISTRY_HOST}/${String(inputs.name)}`,
+                registryId: ACCOUNT,
+                arn: `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/${String(inputs.name)}`,
+            };
+        case "docker-build:index:Image": {
+            const digest = fakeDigest(name, inputs.buildArgs, inputs.target, inputs.platforms);
+            const tags = (inputs.tags as string[] | undefined) ?? [];
+            return { ...inputs, digest, ref: tags.length > 0 ? `${tags[0]}@${digest}` : "" };
+        }
+        case "docker-build:index:Index":
+            return { ...inputs, ref: `${String(inputs.tag)}@${fakeDigest(name, inputs.sources)}` };
+        case "pulumi:pulumi:StackReference":
+            return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [] };
+        default:
+            return { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
+    }
+}
+
+const mocksFor = (buildOutputs: unknown): pulumi.runtime.Mocks => ({
+    newResource: (args) => ({
+        id: `${args.name}-id`,
+        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, buildOutputs),
+    }),
+    call: (args) => {
+        const inputs = args.inputs as Record<string, unknown>;
+        switch (args.token) {
+            case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+                return { userName: "AWS", password: "mock-ecr-password", proxyEndpoint: `https://${REGISTRY_HOST}`, authorizationToken: "bW9jaw==" };
+            case "aws:secretsmanager/getSecret:getSecret":
+                return { ...inputs, arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${String(inputs.name)}-AbCdEf` };
+            case "aws:index/getCallerIdentity:getCallerIdentity":
+                return { accountId: ACCOUNT, arn: `arn:aws:iam::${ACCOUNT}:user/test`, userId: "test" };
+            case "aws:index/getRegion:getRegion":
+                return { name: REGION, region: REGION };
+            default:
+                return inputs;
+        }
+    },
+});
+
+interface RegisterRequest {
+    getType(): string;
+    getName(): string;
+    getParent(): string;
+    getProtect(): boolean;
+    getRetainondelete?(): boolean;
+    getCustomtimeouts?(): { getCreate(): string; getUpdate(): string; getDelete(): string } | undefined;
+}
+interface MonitorLike {
+    registerResource(req: RegisterRequest, cb: (err: unknown, res?: { getUrn(): string }) => void): Promise<void>;
+}
+interface RuntimeInternals {
+    waitForRPCs(): Promise<void>;
+}
+interface DeserializeFn {
+    (obj: unknown): Record<string, unknown>;
+}
+
+/** Resolves every Output inside a value (exports are nested records of Outputs). */
+async function settle(value: unknown): Promise<unknown> {
+    if (pulumi.Output.isInstance(value)) {
+        return await new Promise((resolve) => {
+            value.apply((v) => {
+                resolve(settle(v));
+                return v;
+            });
+        });
+    }
+    if (Array.isArray(value)) return Promise.all(value.map(settle));
+    if (value !== null && typeof value === "object") {
+        const entries = await Promise.all(Object.entries(value).map(async ([k, v]) => [k, await settle(v)] as const));
+        return Object.fromEntries(entries);
+    }
+    return value;
+}
+
+let serial = 0;
+
+/** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
+export async function evaluate(stack: string, options: EvaluateOptions = {}): Promise<Evaluation> {
+    const project = projectFile().name;
+    const config = cliConfig(options.config ?? stackFileConfig(stack));
+    const resources: Registered[] = [];
+    const thisRun = ++serial;
+
+    pulumi.runtime.setAllConfig(config);
+    await pulumi.runtime.setMocks(mocksFor(options.buildOutputs), project, stack, options.preview ?? false);
+    const monitor = pulumi.runtime.getMonitor() as unknown as MonitorLike;
+    const { deserializeProperties } = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as {
+        deserializeProperties: DeserializeFn;
+    };
+    const original = monitor.registerResource.bind(monitor);
+    monitor.registerResource = (req, cb) =>
+        original(req, (err, res) => {
+            if (!err && res && thisRun === serial) {
+                const timeouts = req.getCustomtimeouts?.();
+                const objectReq = req as unknown as { getObject(): unknown };
+                resources.push({
+                    type: req.getType(),
+                    name: req.getName(),
+                    urn: res.getUrn(),
+                    parent: req.getParent(),
+                    inputs: deserializeProperties(objectReq.getObject()),
+                    protect: req.getProtect(),
+                    retainOnDelete: req.getRetainondelete?.() ?? false,
+                    customTimeouts: {
+                        create: timeouts?.getCreate() ?? "",
+                        update: timeouts?.getUpdate() ?? "",
+                        delete: timeouts?.getDelete() ?? "",
+                    },
+                });
+            }
+            cb(err, res);
+        });
+
+    vi.resetModules();
+    const program = (await import("../index")) as Record<string, unknown>;
+    const outputs: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(program)) {
+        if (value !== undefined) outputs[key] = await settle(value);
+    }
+    await (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs();
+    resources.sort((a, b) => a.urn.localeCompare(b.urn));
+    return { resources, outputs, ofType: (type) => resources.filter((r) => r.type === type) };
+}
+
+/** Evaluates and expects the program to throw; returns the error and what got registered. */
+export async function evaluateFailure(stack: string, config: Record<string, unknown>): Promise<{ error: Error; registered: number }> {
+    let registered = 0;
+    const project = projectFile().name;
+    pulumi.runtime.setAllConfig(cliConfig(config));
+    await pulumi.runtime.setMocks(
+        {
+            newResource: (args) => {
+                registered++;
+                return { id: `${args.name}-id`, state: args.inputs as Record<string, unknown> };
+            },
+            call: (args) => args.inputs as Record<string, unknown>,
+        },
+        project,
+        stack,
+        false,
+    );
+    vi.resetModules();
+    try {
+        await import("../index");
+    } catch (error) {
+        await (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs();
+        return { error: error as Error, registered };
+    }
+    throw new Error("the program did not fail");
+}
