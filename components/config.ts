@@ -18,6 +18,7 @@ import {
     resolveTarget,
 } from "./targets";
 import { parseDigestRef, repositoryNameMatchesImage } from "./references";
+import { imageRef, name, strict, stringMap } from "./schema";
 
 /** Thrown for bad stack config. Pulumi prints a RunError's message without a stack trace. */
 export class ConfigError extends Error {
@@ -27,24 +28,6 @@ export class ConfigError extends Error {
         super(`Invalid stack configuration:\n  - ${problems.join("\n  - ")}`);
         this.name = "ConfigError";
     }
-}
-
-// ---------------------------------------------------------------- primitives
-
-const NAME_RE = /^[a-z][a-z0-9-]{0,39}$/;
-const name = (what: string) =>
-    z.string().regex(NAME_RE, `${what} must be lower-case letters, digits and dashes, starting with a letter (at most 40)`);
-const imageRef = z
-    .string()
-    .regex(/^[a-z0-9.-]+(:[0-9]+)?\/[a-z0-9._/-]+(:[A-Za-z0-9_.-]+)?(@sha256:[a-f0-9]{64})?$/, "must be a full image reference: registry/repository[:tag][@sha256:digest]");
-const stringMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "build-arg names are letters, digits and _"), z.string());
-
-/** A strict object whose unknown-key error lists the keys that are allowed. */
-function strict<T extends z.ZodRawShape>(shape: T) {
-    const allowed = Object.keys(shape).sort().join(", ");
-    return z.strictObject(shape, {
-        error: (issue) => (issue.code === "unrecognized_keys" ? `unknown key; allowed: ${allowed}` : undefined),
-    });
 }
 
 // ------------------------------------------------------------------- targets

@@ -168,10 +168,18 @@ async function settle(value: unknown): Promise<unknown> {
 
 let serial = 0;
 
-/** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
-export async function evaluate(stack: string, options: EvaluateOptions = {}): Promise<Evaluation> {
+/**
+ * Runs `program` under the mock runtime as stack `stack` with the given CLI
+ * config map, and records every resource it registers and what it returns
+ * (Outputs inside the returned value are resolved).
+ */
+export async function runUnderMocks(
+    stack: string,
+    config: Record<string, string>,
+    program: () => unknown,
+    options: Pick<EvaluateOptions, "buildOutputs" | "preview"> = {},
+): Promise<Evaluation> {
     const project = projectFile().name;
-    const config = cliConfig(options.config ?? stackFileConfig(stack));
     const resources: Registered[] = [];
     const thisRun = ++serial;
 
@@ -205,15 +213,30 @@ export async function evaluate(stack: string, options: EvaluateOptions = {}): Pr
             cb(err, res);
         });
 
-    vi.resetModules();
-    const program = (await import("../index")) as Record<string, unknown>;
+    const returned = await program();
     const outputs: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(program)) {
-        if (value !== undefined) outputs[key] = await settle(value);
+    if (returned !== null && typeof returned === "object") {
+        for (const [key, value] of Object.entries(returned)) {
+            if (value !== undefined) outputs[key] = await settle(value);
+        }
     }
     await (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs();
     resources.sort((a, b) => a.urn.localeCompare(b.urn));
     return { resources, outputs, ofType: (type) => resources.filter((r) => r.type === type) };
+}
+
+/** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
+export async function evaluate(stack: string, options: EvaluateOptions = {}): Promise<Evaluation> {
+    const config = cliConfig(options.config ?? stackFileConfig(stack));
+    return runUnderMocks(
+        stack,
+        config,
+        async () => {
+            vi.resetModules();
+            return (await import("../index")) as Record<string, unknown>;
+        },
+        options,
+    );
 }
 
 /** Evaluates and expects the program to throw; returns the error and what got registered. */
