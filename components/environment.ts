@@ -62,7 +62,9 @@ export class Environment extends pulumi.ComponentResource {
         }
         this.deployments = deployments;
         this.buildStack = buildStack;
-        this.registerOutputs({ deployments: Object.fromEntries(Object.entries(deployments).map(([k, d]) => [k, d.ref])) });
+        // The refs are exported by the stack; registering them here too would report a bad build
+        // output twice (once per place it is serialised).
+        this.registerOutputs({});
     }
 }
 

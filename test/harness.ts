@@ -21,7 +21,10 @@ export interface Registered {
     readonly name: string;
     readonly urn: string;
     readonly parent: string;
+    /** Inputs with secrets unwrapped. */
     readonly inputs: Record<string, unknown>;
+    /** Top-level inputs that were (or contained) Pulumi secrets. */
+    readonly secretInputs: readonly string[];
     readonly protect: boolean;
     readonly retainOnDelete: boolean;
     readonly customTimeouts: { create: string; update: string; delete: string };
@@ -134,29 +137,29 @@ interface RegisterRequest {
     getType(): string;
     getName(): string;
     getParent(): string;
-    getProtect(): boolean;
+    getProtect?(): boolean;
     getRetainondelete?(): boolean;
     getCustomtimeouts?(): { getCreate(): string; getUpdate(): string; getDelete(): string } | undefined;
 }
+type Callback = (err: unknown, res?: { getUrn(): string }) => void;
 interface MonitorLike {
-    registerResource(req: RegisterRequest, cb: (err: unknown, res?: { getUrn(): string }) => void): Promise<void>;
+    registerResource(req: RegisterRequest, cb: Callback): Promise<void>;
+    readResource(req: RegisterRequest, cb: Callback): Promise<void>;
+}
+interface RpcInternals {
+    deserializeProperties(obj: unknown): Record<string, unknown>;
+    isRpcSecret(obj: unknown): boolean;
+    unwrapRpcSecret(obj: unknown): unknown;
 }
 interface RuntimeInternals {
     waitForRPCs(): Promise<void>;
-}
-interface DeserializeFn {
-    (obj: unknown): Record<string, unknown>;
 }
 
 /** Resolves every Output inside a value (exports are nested records of Outputs). */
 async function settle(value: unknown): Promise<unknown> {
     if (pulumi.Output.isInstance(value)) {
-        return await new Promise((resolve) => {
-            value.apply((v) => {
-                resolve(settle(v));
-                return v;
-            });
-        });
+        // Output.promise() is internal, but unlike apply() it rejects when the value failed.
+        return settle(await (value as unknown as { promise(): Promise<unknown> }).promise());
     }
     if (Array.isArray(value)) return Promise.all(value.map(settle));
     if (value !== null && typeof value === "object") {
@@ -186,32 +189,40 @@ export async function runUnderMocks(
     pulumi.runtime.setAllConfig(config);
     await pulumi.runtime.setMocks(mocksFor(options.buildOutputs), project, stack, options.preview ?? false);
     const monitor = pulumi.runtime.getMonitor() as unknown as MonitorLike;
-    const { deserializeProperties } = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as {
-        deserializeProperties: DeserializeFn;
-    };
-    const original = monitor.registerResource.bind(monitor);
-    monitor.registerResource = (req, cb) =>
-        original(req, (err, res) => {
-            if (!err && res && thisRun === serial) {
-                const timeouts = req.getCustomtimeouts?.();
-                const objectReq = req as unknown as { getObject(): unknown };
-                resources.push({
-                    type: req.getType(),
-                    name: req.getName(),
-                    urn: res.getUrn(),
-                    parent: req.getParent(),
-                    inputs: deserializeProperties(objectReq.getObject()),
-                    protect: req.getProtect(),
-                    retainOnDelete: req.getRetainondelete?.() ?? false,
-                    customTimeouts: {
-                        create: timeouts?.getCreate() ?? "",
-                        update: timeouts?.getUpdate() ?? "",
-                        delete: timeouts?.getDelete() ?? "",
-                    },
-                });
-            }
-            cb(err, res);
-        });
+    const rpc = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as RpcInternals;
+    const capture =
+        (original: (req: RegisterRequest, cb: Callback) => Promise<void>, properties: (req: unknown) => unknown) =>
+        (req: RegisterRequest, cb: Callback) =>
+            original(req, (err, res) => {
+                if (!err && res && thisRun === serial) {
+                    const timeouts = req.getCustomtimeouts?.();
+                    const raw = rpc.deserializeProperties(properties(req));
+                    const inputs: Record<string, unknown> = {};
+                    const secretInputs: string[] = [];
+                    for (const [key, value] of Object.entries(raw)) {
+                        if (rpc.isRpcSecret(value)) secretInputs.push(key);
+                        inputs[key] = rpc.unwrapRpcSecret(value);
+                    }
+                    resources.push({
+                        type: req.getType(),
+                        name: req.getName(),
+                        urn: res.getUrn(),
+                        parent: req.getParent(),
+                        inputs,
+                        secretInputs,
+                        protect: req.getProtect?.() ?? false,
+                        retainOnDelete: req.getRetainondelete?.() ?? false,
+                        customTimeouts: {
+                            create: timeouts?.getCreate() ?? "",
+                            update: timeouts?.getUpdate() ?? "",
+                            delete: timeouts?.getDelete() ?? "",
+                        },
+                    });
+                }
+                cb(err, res);
+            });
+    monitor.registerResource = capture(monitor.registerResource.bind(monitor), (req) => (req as { getObject(): unknown }).getObject());
+    monitor.readResource = capture(monitor.readResource.bind(monitor), (req) => (req as { getProperties(): unknown }).getProperties());
 
     const returned = await program();
     const outputs: Record<string, unknown> = {};

@@ -1,0 +1,264 @@
+import * as fs from "node:fs";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadStackConfig } from "../components/config";
+import { evaluateFailure, ROOT, cliConfig, stackFileConfig, stackNames } from "./harness";
+import { DIGEST_A, PROJECT, validBuild, validServe } from "./fixtures";
+
+type Json = Record<string, unknown>;
+
+function load(config: Json) {
+    return loadStackConfig(cliConfig(config), {
+        project: PROJECT,
+        stack: "test",
+        projectRoot: ROOT,
+        pathExists: fs.existsSync,
+    });
+}
+
+function problemsOf(config: Json): string[] {
+    try {
+        load(config);
+    } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        return [...(error as ConfigError).problems];
+    }
+    throw new Error("config was accepted");
+}
+
+function withBuild(mutate: (b: Json & { images: Json[] }) => void): Json {
+    const build = validBuild() as Json & { images: Json[] };
+    mutate(build);
+    return { [`${PROJECT}:build`]: build };
+}
+
+function withServe(mutate: (s: Json & { services: Json[] }) => void): Json {
+    const serve = validServe() as Json & { services: Json[] };
+    mutate(serve);
+    return { [`${PROJECT}:serve`]: serve };
+}
+
+/**
+ * Each bad input: the config, the key the error must name, the bad value as
+ * it must appear, and a fragment of what is allowed.
+ */
+const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: string; allowed: RegExp }> = [
+    {
+        what: "unknown target",
+        config: withBuild((b) => (b.images[0].targets = ["cpu-avx2", "cpu-avx3"])),
+        key: "ml-infra:build.images[0].targets[1]",
+        value: '"cpu-avx3"',
+        allowed: /allowed: .*arm64-neon.*cpu-avx2.*cpu-avx512.*cuda11-source.*cuda12/,
+    },
+    {
+        what: "unknown key",
+        config: withBuild((b) => (b.images[0].contxt = "images/inference-server")),
+        key: "ml-infra:build.images[0].contxt",
+        value: '"images/inference-server"',
+        allowed: /unknown key; allowed: buildArgs, context, dockerfile, multiArch, name, targets/,
+    },
+    {
+        what: "unknown top-level key",
+        config: { [`${PROJECT}:biuld`]: validBuild() },
+        key: "ml-infra:biuld",
+        value: '{"version"',
+        allowed: /allowed: build, costCenter, serve/,
+    },
+    {
+        what: "wrong type",
+        config: withBuild((b) => (b.buildOnPreview = "yes")),
+        key: "ml-infra:build.buildOnPreview",
+        value: '"yes"',
+        allowed: /expected boolean/,
+    },
+    {
+        what: "empty image list",
+        config: withBuild((b) => (b.images = [])),
+        key: "ml-infra:build.images",
+        value: "[]",
+        allowed: /at least one image/,
+    },
+    {
+        what: "duplicate image names",
+        config: withBuild((b) => b.images.push({ ...b.images[0] })),
+        key: "ml-infra:build.images[1].name",
+        value: '"inference"',
+        allowed: /duplicate image name \(also build.images\[0\]\)/,
+    },
+    {
+        what: "bad platform",
+        config: withBuild((b) => (b.targets = { "cpu-avx2": { platform: "linux/386" } })),
+        key: "ml-infra:build.targets.cpu-avx2.platform",
+        value: '"linux/386"',
+        allowed: /"linux\/amd64"\|"linux\/arm64"/,
+    },
+    {
+        what: "bad CUDA arch",
+        config: withBuild((b) => (b.targets = { cuda12: { cuda: { version: "12.8.1", archList: ["8.0", "4.2"] } } })),
+        key: "ml-infra:build.targets.cuda12.cuda",
+        value: '"archList":["8.0","4.2"]',
+        allowed: /"4.2" is not a CUDA compute capability; allowed: 3.5, 3.7, 5.0, 5.2/,
+    },
+    {
+        what: "CUDA arch the toolkit cannot compile",
+        config: withBuild((b) => (b.targets = { "cuda11-source": { cuda: { version: "11.8.0", archList: ["12.0"] } } })),
+        key: "ml-infra:build.targets.cuda11-source.cuda",
+        value: '"12.0"',
+        allowed: /outside what CUDA 11.8 can compile for \(3.5 to 9.0\)/,
+    },
+    {
+        what: "missing context",
+        config: withBuild((b) => (b.images[0].context = "images/does-not-exist")),
+        key: "ml-infra:build.images[0].context",
+        value: '"images/does-not-exist"',
+        allowed: /build context directory not found/,
+    },
+    {
+        what: "missing Dockerfile",
+        config: withBuild((b) => (b.images[0].dockerfile = "Dockerfile.nope")),
+        key: "ml-infra:build.images[0].dockerfile",
+        value: '"Dockerfile.nope"',
+        allowed: /Dockerfile not found/,
+    },
+    {
+        what: "arm64 target on an x86 pool",
+        config: withBuild((b) => (b.targets = { "arm64-neon": { pool: "amd64" } })),
+        key: "ml-infra:build.targets.arm64-neon.pool",
+        value: '"amd64"',
+        allowed: /cannot build linux\/arm64 natively; allowed: arm64/,
+    },
+    {
+        what: "new target missing fields",
+        config: withBuild((b) => (b.targets = { "riscv-v": { platform: "linux/amd64" } })),
+        key: "ml-infra:build.targets.riscv-v.baseImage",
+        value: "(missing)",
+        allowed: /expected string/,
+    },
+    {
+        what: "image build arg that a target owns",
+        config: withBuild((b) => (b.images[0].buildArgs = { KERNEL_CFLAGS: "-O0" })),
+        key: "ml-infra:build.images[0].buildArgs.KERNEL_CFLAGS",
+        value: '"-O0"',
+        allowed: /set by target cpu-avx2, arm64-neon; override it in build.targets/,
+    },
+    {
+        what: "multi-arch pair on the wrong platform",
+        config: withBuild((b) => (b.images[0].multiArch = { amd64: "arm64-neon", arm64: "arm64-neon" })),
+        key: "ml-infra:build.images[0].multiArch.amd64",
+        value: '"arm64-neon"',
+        allowed: /builds linux\/arm64, not linux\/amd64/,
+    },
+    {
+        what: "overlapping target names",
+        config: withBuild((b) => {
+            b.targets = { "big-cpu-avx2": { extends: "cpu-avx2" } };
+            b.images[0].targets = ["cpu-avx2", "big-cpu-avx2"];
+        }),
+        key: "ml-infra:build.images[0].targets",
+        value: '["cpu-avx2","big-cpu-avx2"]',
+        allowed: /overlap/,
+    },
+    {
+        what: "mutable tag deployed",
+        config: withServe((s) => (s.services[0].ref = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:latest")),
+        key: "ml-infra:serve.services[0].ref",
+        value: '"123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:latest"',
+        allowed: /must be pinned by digest: <registry>\/<repository>@sha256:<64 hex digits>, never a tag/,
+    },
+    {
+        what: "tag plus digest deployed",
+        config: withServe((s) => (s.services[0].ref = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:v1@${DIGEST_A}`)),
+        key: "ml-infra:serve.services[0].ref",
+        value: ":v1@sha256",
+        allowed: /never a tag/,
+    },
+    {
+        what: "pinned stack without a digest",
+        config: withServe((s) => delete s.services[0].ref),
+        key: "ml-infra:serve.services[0].ref",
+        value: "(missing)",
+        allowed: /pinned digests only/,
+    },
+    {
+        what: "digest of another image",
+        config: withServe((s) => (s.services[0].ref = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/other@${DIGEST_A}`)),
+        key: "ml-infra:serve.services[0].ref",
+        value: "ml/other@",
+        allowed: /is not image "inference"/,
+    },
+    {
+        what: "unknown target in an environment",
+        config: withServe((s) => (s.services[0].target = "tpu-v5")),
+        key: "ml-infra:serve.services[0].target",
+        value: '"tpu-v5"',
+        allowed: /unknown target; allowed: .*cpu-avx2/,
+    },
+    {
+        what: "pull-through secret outside ecr-pullthroughcache/",
+        config: withBuild((b) => (b.registry = { pullThrough: { dockerHub: { secretName: "dockerhub-creds" } } })),
+        key: "ml-infra:build.registry.pullThrough.dockerHub.secretName",
+        value: '"dockerhub-creds"',
+        allowed: /starts with ecr-pullthroughcache\//,
+    },
+    {
+        what: "neither build nor serve",
+        config: {},
+        key: "ml-infra:build",
+        value: "(missing)",
+        allowed: /needs a build section, a serve section or both/,
+    },
+];
+
+describe("stack config validation", () => {
+    it("accepts every stack file under stacks/", () => {
+        for (const stack of stackNames()) expect(() => load(stackFileConfig(stack)), stack).not.toThrow();
+    });
+
+    it.each(BAD)("rejects $what naming the key, the value and what is allowed", ({ config, key, value, allowed }) => {
+        const problems = problemsOf(config);
+        const line = problems.find((p) => p.startsWith(`${key} = `));
+        expect(line, `no problem names ${key}: ${problems.join(" | ")}`).toBeDefined();
+        expect(line).toContain(value);
+        expect(line).toMatch(allowed);
+    });
+
+    it("reports all problems in one error", () => {
+        const config = withBuild((b) => {
+            b.buildOnPreview = 1;
+            b.images[0].targets = ["nope"];
+        });
+        // A type error stops before the semantic checks; fix it and both semantic problems show.
+        expect(problemsOf(config)).toHaveLength(1);
+        const semantic = withBuild((b) => {
+            b.images[0].targets = ["nope"];
+            b.images[0].context = "missing-dir";
+        });
+        expect(problemsOf(semantic)).toHaveLength(2);
+    });
+
+    it("applies the documented defaults", () => {
+        const cfg = load({ [`${PROJECT}:build`]: validBuild() });
+        expect(cfg.costCenter).toBe("ml-platform");
+        expect(cfg.build?.repositoryPrefix).toBe("ml");
+        expect(cfg.build?.buildOnPreview).toBe(false);
+        expect(cfg.build?.images[0].dockerfile).toBe("Dockerfile");
+        expect(cfg.build?.registry).toEqual({
+            forceDelete: false,
+            keepReleasesPerTarget: 20,
+            cacheUntaggedExpireDays: 7,
+            pullThrough: { enabled: true, ecrPublic: true, quay: true, cachedImageExpireDays: 90 },
+        });
+        expect(cfg.serve).toBeUndefined();
+    });
+
+    it.each([
+        ["build", withBuild((b) => (b.images[0].targets = ["cpu-avx3"]))],
+        ["staging", withServe((s) => (s.services[0].ref = "registry.example/ml/inference:latest"))],
+    ])("registers no resource when the %s config is bad, and fails with a RunError", async (stack, config) => {
+        const { error, registered } = await evaluateFailure(stack, config);
+        // index.ts is re-imported per evaluation, so compare by name, not class identity.
+        expect(error.name).toBe("ConfigError");
+        expect(error.message).toMatch(/^Invalid stack configuration:\n {2}- ml-infra:/);
+        expect((error as unknown as { __pulumiRunError: boolean }).__pulumiRunError).toBe(true);
+        expect(registered).toBe(0);
+    });
+});

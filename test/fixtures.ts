@@ -1,0 +1,31 @@
+/** Small valid configs that tests mutate into bad ones. */
+export const PROJECT = "ml-infra";
+export const DIGEST_A = `sha256:${"a".repeat(64)}`;
+export const DIGEST_B = `sha256:${"b".repeat(64)}`;
+
+export function validBuild(): Record<string, unknown> {
+    return {
+        version: "1.0.0",
+        images: [
+            {
+                name: "inference",
+                context: "images/inference-server",
+                targets: ["cpu-avx2", "arm64-neon"],
+            },
+        ],
+    };
+}
+
+export function validServe(): Record<string, unknown> {
+    return {
+        requirePinned: true,
+        services: [
+            {
+                name: "classifier",
+                image: "inference",
+                target: "cpu-avx2",
+                ref: `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${DIGEST_A}`,
+            },
+        ],
+    };
+}

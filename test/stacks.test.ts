@@ -1,0 +1,296 @@
+/**
+ * Evaluates the real program (index.ts) for every stack file under stacks/
+ * and checks what a provisioning team relies on: the registry, its caches,
+ * lifecycle and pull-through rules, the per-target images, and that
+ * environments deploy digests only.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { BuildConfig } from "../components/config";
+import { isDigestRef } from "../components/references";
+import { CATALOG } from "../components/targets";
+import { type Evaluation, REGISTRY_HOST, evaluate, stackFileConfig, stackNames } from "./harness";
+import { PROJECT } from "./fixtures";
+
+const BUILD_KEY = `${PROJECT}:build`;
+const SERVE_KEY = `${PROJECT}:serve`;
+const buildStacks = stackNames().filter((s) => BUILD_KEY in stackFileConfig(s));
+const envStacks = stackNames().filter((s) => SERVE_KEY in stackFileConfig(s));
+
+type Inputs = Record<string, unknown>;
+const policyOf = (r: { inputs: Inputs }) => JSON.parse(String(r.inputs.policy)) as { rules: Array<{ selection: Inputs }> };
+
+/** The first build stack's outputs, handed to environments that follow it. */
+async function buildOutputs(): Promise<Record<string, unknown>> {
+    return (await evaluate(buildStacks[0])).outputs;
+}
+
+describe("stack files", () => {
+    it("include the shared build stack and the dev, staging and prod environments", () => {
+        expect(buildStacks).toContain("build");
+        expect(envStacks).toEqual(expect.arrayContaining(["dev", "staging", "prod"]));
+    });
+});
+
+describe.each(buildStacks)("build stack %s", (stack) => {
+    let ev: Evaluation;
+    const build = stackFileConfig(stack)[BUILD_KEY] as BuildConfig;
+    beforeAll(async () => {
+        ev = await evaluate(stack);
+    });
+
+    const repos = () => ev.ofType("aws:ecr/repository:Repository");
+    const releaseRepos = () => repos().filter((r) => !String(r.inputs.name).includes("/cache/"));
+    const cacheRepos = () => repos().filter((r) => String(r.inputs.name).includes("/cache/"));
+
+    it("has one immutable, scanned, KMS-encrypted release repository per image", () => {
+        expect(releaseRepos().map((r) => r.inputs.name).sort()).toEqual(build.images.map((i) => `ml/${i.name}`).sort());
+        for (const repo of releaseRepos()) {
+            expect(repo.inputs.imageTagMutability).toBe("IMMUTABLE");
+            expect(repo.inputs.imageScanningConfiguration).toEqual({ scanOnPush: true });
+            expect(repo.inputs.encryptionConfigurations).toEqual([expect.objectContaining({ encryptionType: "KMS" })]);
+        }
+    });
+
+    it("has one cache repository per image where only cache-* tags can be overwritten", () => {
+        expect(cacheRepos()).toHaveLength(build.images.length);
+        for (const repo of cacheRepos()) {
+            expect(repo.inputs.imageTagMutability).toBe("IMMUTABLE_WITH_EXCLUSION");
+            expect(repo.inputs.imageTagMutabilityExclusionFilters).toEqual([{ filter: "cache-*", filterType: "WILDCARD" }]);
+            expect(repo.inputs.encryptionConfigurations).toEqual([expect.objectContaining({ encryptionType: "KMS" })]);
+        }
+        expect(repos().filter((r) => String(r.inputs.imageTagMutability).startsWith("MUTABLE"))).toEqual([]);
+    });
+
+    it("keeps the last N releases per target and never expires untagged images in a release repository", () => {
+        for (const image of build.images) {
+            const policy = ev.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").find((p) => p.name === `registry-${image.name}-lifecycle`);
+            expect(policy).toBeDefined();
+            const rules = policyOf(policy as { inputs: Inputs }).rules;
+            expect(rules.map((r) => r.selection.tagPatternList).flat().sort()).toEqual(image.targets.map((t) => `*-${t}`).sort());
+            expect(rules.every((r) => r.selection.tagStatus === "tagged")).toBe(true);
+        }
+    });
+
+    it("expires superseded cache manifests after N days", () => {
+        for (const image of build.images) {
+            const policy = ev.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").find((p) => p.name === `registry-${image.name}-cache-lifecycle`);
+            const rules = policyOf(policy as { inputs: Inputs }).rules;
+            expect(rules).toEqual([expect.objectContaining({ selection: expect.objectContaining({ tagStatus: "untagged", countType: "sinceImagePushed" }) })]);
+        }
+    });
+
+    it("caches ECR Public and Quay, and Docker Hub and GHCR with ecr-pullthroughcache/ secrets", () => {
+        const rules = ev.ofType("aws:ecr/pullThroughCacheRule:PullThroughCacheRule");
+        const byPrefix = Object.fromEntries(rules.map((r) => [r.inputs.ecrRepositoryPrefix, r.inputs]));
+        expect(byPrefix["ecr-public"]).toMatchObject({ upstreamRegistryUrl: "public.ecr.aws" });
+        expect(byPrefix["ecr-public"].credentialArn).toBeUndefined();
+        expect(byPrefix.quay).toMatchObject({ upstreamRegistryUrl: "quay.io" });
+        expect(String(byPrefix["docker-hub"].credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
+        expect(String(byPrefix.github.credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
+        const templates = ev.ofType("aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate");
+        expect(templates.map((t) => t.inputs.prefix).sort()).toEqual(Object.keys(byPrefix).sort());
+        for (const t of templates) {
+            expect(t.inputs.appliedFors).toEqual(["PULL_THROUGH_CACHE"]);
+            expect(t.inputs.encryptionConfigurations).toEqual([expect.objectContaining({ encryptionType: "KMS" })]);
+        }
+        // No secret is ever created by the program (so none can carry a value from code).
+        expect(ev.resources.filter((r) => r.type.startsWith("aws:secretsmanager/"))).toEqual([]);
+    });
+
+    it("builds one image per image x target, for the target's one platform and stage", () => {
+        const images = ev.ofType("docker-build:index:Image");
+        expect(images.map((i) => i.name).sort()).toEqual(
+            build.images.flatMap((img) => img.targets.map((t) => `${img.name}-${t}-image`)).sort(),
+        );
+        const targets = { ...CATALOG, ...(build.targets as Record<string, Partial<(typeof CATALOG)[string]>> | undefined) };
+        for (const img of build.images) {
+            for (const t of img.targets) {
+                const r = images.find((i) => i.name === `${img.name}-${t}-image`) as { inputs: Inputs };
+                const base = targets[t] as { platform?: string; stage?: string; extends?: string };
+                const parent = base.extends ? CATALOG[base.extends] : CATALOG[t];
+                expect(r.inputs.platforms).toEqual([base.platform ?? parent.platform]);
+                expect(r.inputs.target).toBe(base.stage ?? parent.stage);
+                expect(r.inputs.push).toBe(true);
+                expect(r.inputs.tags).toEqual([`${REGISTRY_HOST}/ml/${img.name}:${build.version}-${t}`]);
+                expect(r.inputs.context).toEqual({ location: img.context });
+                expect(r.inputs.buildOnPreview).toBe(build.buildOnPreview ?? false);
+            }
+        }
+    });
+
+    it("exports and imports each target's BuildKit cache in ECR as an OCI image manifest", () => {
+        for (const r of ev.ofType("docker-build:index:Image")) {
+            const [img, ...rest] = r.name.replace(/-image$/, "").split("-");
+            const target = rest.join("-");
+            const ref = `${REGISTRY_HOST}/ml/cache/${img}:cache-${target}`;
+            expect(r.inputs.cacheFrom).toEqual([{ registry: { ref } }]);
+            expect(r.inputs.cacheTo).toEqual([{ registry: { ref, mode: "max", imageManifest: true, ociMediaTypes: true } }]);
+        }
+    });
+
+    it("logs in to ECR with a token and pulls base images through the pull-through cache", () => {
+        for (const r of ev.ofType("docker-build:index:Image")) {
+            expect(r.inputs.registries).toEqual([{ address: REGISTRY_HOST, username: "AWS", password: "mock-ecr-password" }]);
+            expect(r.secretInputs).toContain("registries");
+            const args = r.inputs.buildArgs as Record<string, string>;
+            expect(args.BASE_IMAGE.startsWith(`${REGISTRY_HOST}/`)).toBe(true);
+            expect(args.RUNTIME_BASE_IMAGE.startsWith(`${REGISTRY_HOST}/`)).toBe(true);
+        }
+    });
+
+    it("gives each build the timeout of its target", () => {
+        const cuda11 = ev.ofType("docker-build:index:Image").find((i) => i.name.endsWith("-cuda11-source-image"));
+        if (cuda11) expect(cuda11.customTimeouts.create).toBe(`${CATALOG["cuda11-source"].buildTimeoutMinutes}m`);
+        for (const r of ev.ofType("docker-build:index:Image")) expect(r.customTimeouts.create).toMatch(/^\d+m$/);
+    });
+
+    it("joins the configured amd64 and arm64 targets under one multi-arch tag", () => {
+        for (const img of build.images.filter((i) => i.multiArch)) {
+            const index = ev.ofType("docker-build:index:Index").find((i) => i.name === `${img.name}-multiarch-index`);
+            expect(index?.inputs.tag).toBe(`${REGISTRY_HOST}/ml/${img.name}:${build.version}`);
+            const outputs = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
+            const multi = img.multiArch as { amd64: string; arm64: string };
+            expect(index?.inputs.sources).toEqual([outputs[img.name].targets[multi.amd64].ref, outputs[img.name].targets[multi.arm64].ref]);
+        }
+    });
+
+    it("exports a digest-pinned reference for every image x target", () => {
+        const outputs = ev.outputs.images as Record<string, { targets: Record<string, { ref: string; platform: string; pool: string }> }>;
+        for (const img of build.images) {
+            expect(Object.keys(outputs[img.name].targets).sort()).toEqual([...img.targets].sort());
+            for (const t of img.targets) {
+                const built = outputs[img.name].targets[t];
+                expect(isDigestRef(built.ref), built.ref).toBe(true);
+                expect(built.ref.startsWith(`${REGISTRY_HOST}/ml/${img.name}@sha256:`)).toBe(true);
+            }
+        }
+    });
+});
+
+describe.each(envStacks)("environment stack %s", (stack) => {
+    let ev: Evaluation;
+    let built: Record<string, unknown>;
+    const serve = stackFileConfig(stack)[SERVE_KEY] as { buildStack?: string; requirePinned?: boolean; services: Array<{ name: string; image: string; target: string; ref?: string }> };
+    beforeAll(async () => {
+        built = await buildOutputs();
+        ev = await evaluate(stack, { buildOutputs: built });
+    });
+
+    it("deploys only digests, never a mutable tag", () => {
+        const deployments = ev.outputs.deployments as Record<string, { ref: string }>;
+        expect(Object.keys(deployments).sort()).toEqual(serve.services.map((s) => s.name).sort());
+        for (const [service, d] of Object.entries(deployments)) expect(isDigestRef(d.ref), `${service}: ${d.ref}`).toBe(true);
+    });
+
+    it("creates no build resources", () => {
+        expect(ev.resources.filter((r) => r.type.startsWith("docker-build:") || r.type.startsWith("aws:ecr/"))).toEqual([]);
+    });
+
+    it("deploys the pinned digest of each service, or the build stack's latest for followed ones", () => {
+        const deployments = ev.outputs.deployments as Record<string, { ref: string; source: string }>;
+        const images = built.images as Record<string, { targets: Record<string, { ref: string }> }>;
+        for (const s of serve.services) {
+            if (s.ref) expect(deployments[s.name]).toMatchObject({ ref: s.ref, source: "pinned" });
+            else expect(deployments[s.name]).toMatchObject({ ref: images[s.image].targets[s.target].ref, source: "build-stack" });
+        }
+        const refs = ev.ofType("pulumi:pulumi:StackReference");
+        expect(refs.length).toBe(serve.services.some((s) => !s.ref) ? 1 : 0);
+        if (refs.length) expect(refs[0].inputs.name).toBe(serve.buildStack);
+    });
+});
+
+describe("promotion stacks", () => {
+    it.each(["staging", "prod"])("%s pins every service by digest", (stack) => {
+        const serve = stackFileConfig(stack)[SERVE_KEY] as { requirePinned: boolean; buildStack?: string; services: Array<{ ref?: string }> };
+        expect(serve.requirePinned).toBe(true);
+        expect(serve.buildStack).toBeUndefined();
+        for (const s of serve.services) expect(isDigestRef(String(s.ref))).toBe(true);
+    });
+
+    it("dev follows the build stack", () => {
+        const serve = stackFileConfig("dev")[SERVE_KEY] as { buildStack?: string; services: Array<{ ref?: string }> };
+        expect(serve.buildStack).toMatch(/\/build$/);
+        expect(serve.services.every((s) => s.ref === undefined)).toBe(true);
+    });
+});
+
+describe("a hardware target declared only in stack files", () => {
+    const npuTarget = {
+        description: "x86 with AVX10.1 (Granite Rapids)",
+        platform: "linux/amd64",
+        baseImage: "public.ecr.aws/docker/library/debian:trixie-slim",
+        stage: "runtime-cpu",
+        pool: "amd64",
+        buildArgs: { KERNEL_CFLAGS: "-O3 -mavx10.1-512" },
+        cpuFeatures: ["avx10_1"],
+        buildTimeoutMinutes: 45,
+    };
+    const buildConfig = {
+        [BUILD_KEY]: {
+            version: "9.9.9",
+            targets: { "x86-avx10": npuTarget },
+            images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2", "x86-avx10"] }],
+        },
+    };
+
+    it("is built, cached, expired and exported like a catalog target", async () => {
+        const ev = await evaluate("build", { config: buildConfig });
+        const image = ev.ofType("docker-build:index:Image").find((i) => i.name === "inference-x86-avx10-image");
+        expect(image?.inputs).toMatchObject({
+            platforms: ["linux/amd64"],
+            target: "runtime-cpu",
+            tags: [`${REGISTRY_HOST}/ml/inference:9.9.9-x86-avx10`],
+            cacheTo: [{ registry: { ref: `${REGISTRY_HOST}/ml/cache/inference:cache-x86-avx10`, imageManifest: true, ociMediaTypes: true, mode: "max" } }],
+        });
+        expect(image?.inputs.buildArgs).toMatchObject({
+            KERNEL_CFLAGS: "-O3 -mavx10.1-512",
+            REQUIRED_CPU_FEATURES: "avx10_1",
+            TARGET_NAME: "x86-avx10",
+            BASE_IMAGE: `${REGISTRY_HOST}/ecr-public/docker/library/debian:trixie-slim`,
+        });
+        expect(image?.customTimeouts.create).toBe("45m");
+        const lifecycle = ev.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").find((p) => p.name === "registry-inference-lifecycle");
+        expect(JSON.stringify(policyOf(lifecycle as { inputs: Inputs }))).toContain("*-x86-avx10");
+
+        const env = await evaluate("dev", {
+            config: {
+                [SERVE_KEY]: {
+                    buildStack: "organization/ml-infra/build",
+                    targets: { "x86-avx10": npuTarget },
+                    services: [{ name: "avx10", image: "inference", target: "x86-avx10" }],
+                },
+            },
+            buildOutputs: ev.outputs,
+        });
+        const deployments = env.outputs.deployments as Record<string, { ref: string; platform: string; gpu: boolean }>;
+        const images = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
+        expect(deployments.avx10).toMatchObject({ ref: images.inference.targets["x86-avx10"].ref, platform: "linux/amd64", gpu: false });
+    });
+
+    it("a stack override of a catalog target changes only what it names", async () => {
+        const ev = await evaluate("build", {
+            config: {
+                [BUILD_KEY]: {
+                    version: "1",
+                    targets: { cuda12: { cuda: { version: "12.8.1", archList: ["8.0", "9.0"] } } },
+                    images: [{ name: "inference", context: "images/inference-server", targets: ["cuda12"] }],
+                },
+            },
+        });
+        const args = ev.ofType("docker-build:index:Image")[0].inputs.buildArgs as Record<string, string>;
+        expect(args.CUDA_ARCH_LIST).toBe("8.0;9.0");
+        expect(args.TORCH_VARIANT).toBe(CATALOG.cuda12.buildArgs.TORCH_VARIANT);
+        // This config names no Docker Hub credentials, so there is no docker-hub rule: the base stays upstream.
+        expect(args.BASE_IMAGE).toBe("docker.io/nvidia/cuda:12.8.1-devel-ubuntu22.04");
+    });
+
+    it("dev refuses a build stack output that is not a digest", async () => {
+        const bad = { images: { inference: { targets: { "cpu-avx2": { ref: `${REGISTRY_HOST}/ml/inference:latest` } } } } };
+        await expect(
+            evaluate("dev", {
+                config: { [SERVE_KEY]: { buildStack: "org/ml-infra/build", services: [{ name: "a", image: "inference", target: "cpu-avx2" }] } },
+                buildOutputs: bad,
+            }),
+        ).rejects.toThrow(/not pinned by digest/);
+    });
+});
