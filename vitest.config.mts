@@ -16,6 +16,6 @@ export default defineConfig({
         hookTimeout: 60_000,
         // Pulumi's runtime state is process-wide: run the files one after another.
         fileParallelism: false,
-        onUnhandledError: (error) => !EXPECTED_REJECTIONS.some((re) => re.test(error.message ?? "")),
+        onUnhandledError: (error: { message?: string }) => !EXPECTED_REJECTIONS.some((re) => re.test(error.message ?? "")),
     },
 });
