@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
+import { buildOrder } from "./components/chains";
 import { loadStackConfig } from "./components/config";
 import { Environment } from "./components/environment";
 import { MultiArchImage, TargetImage } from "./components/image";
@@ -39,12 +40,15 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
         registry.registryHost.apply((host) => resolveThroughCache(ref, host, registry.pullThroughUpstreams));
 
     const images: Record<string, pulumi.Output<BuiltImage>> = {};
-    for (const image of build.images) {
+    const builtByImage: Record<string, Record<string, TargetImage>> = {};
+    // Bases first: a dependent image's BASE_IMAGE is its base's digest for the same target.
+    for (const image of buildOrder(build.images)) {
         const repositoryUrl = registry.repositories[image.name].repositoryUrl;
         const cacheRepositoryUrl = registry.cacheRepositories[image.name].repositoryUrl;
         const built: Record<string, TargetImage> = {};
         for (const targetName of image.targets) {
             const target = build.resolvedTargets[targetName];
+            const chained = image.base === undefined ? undefined : builtByImage[image.base][targetName].ref;
             built[targetName] = new TargetImage(targetImageName(image.name, targetName), {
                 image,
                 target,
@@ -52,12 +56,13 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
                 repositoryUrl,
                 cacheRepositoryUrl,
                 credentials: registry.credentials,
-                baseImage: viaCache(target.baseImage),
-                runtimeBaseImage: viaCache(target.runtimeBaseImage ?? target.baseImage),
+                baseImage: chained ?? viaCache(target.baseImage),
+                runtimeBaseImage: chained ?? viaCache(target.runtimeBaseImage ?? target.baseImage),
                 buildOnPreview: build.buildOnPreview,
                 builder: build.builder,
             });
         }
+        builtByImage[image.name] = built;
         const multiArch = image.multiArch
             ? new MultiArchImage(`${image.name}-multiarch`, {
                   tag: pulumi.interpolate`${repositoryUrl}:${build.version}`,

@@ -17,6 +17,7 @@ import {
     poolMatchesPlatform,
     resolveTarget,
 } from "./targets";
+import { chainProblems } from "./chains";
 import { parseDigestRef, repositoryNameMatchesImage } from "./references";
 import { imageRef, name, strict, stringMap } from "./schema";
 
@@ -98,6 +99,7 @@ const imageSchema = strict({
     dockerfile: z.string().min(1).default("Dockerfile"),
     targets: z.array(z.string()).min(1, "an image needs at least one target"),
     buildArgs: stringMap.default({}),
+    base: name("base image name").optional(),
     multiArch: strict({
         amd64: z.string(),
         arm64: z.string(),
@@ -355,6 +357,7 @@ function checkBuild(
             }
         }
     });
+    for (const p of chainProblems(build.images)) report(["build", "images", p.index, p.key], p.message);
     return { ...build, resolvedTargets: targets };
 }
 

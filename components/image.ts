@@ -105,6 +105,7 @@ export class TargetImage extends pulumi.ComponentResource {
         this.ref = pulumi.all([args.repositoryUrl, this.image.digest]).apply(([url, digest]) => digestRef(url, digest));
         this.built = pulumi.all([this.ref, this.tag, this.cacheRef]).apply(([ref, tag, cacheRef]) => ({
             ref,
+            digest: ref.slice(ref.indexOf("@") + 1),
             tag,
             cacheRef,
             platform: target.platform,

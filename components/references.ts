@@ -40,6 +40,8 @@ export function repositoryNameMatchesImage(repository: string, image: string): b
 /** What the build stack exports per image × target (stack output `images`). */
 export interface BuiltTarget {
     readonly ref: string;
+    /** sha256:... */
+    readonly digest: string;
     readonly tag: string;
     readonly platform: string;
     readonly pool: string;

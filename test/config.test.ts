@@ -54,7 +54,7 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: withBuild((b) => (b.images[0].contxt = "images/inference-server")),
         key: "ml-infra:build.images[0].contxt",
         value: '"images/inference-server"',
-        allowed: /unknown key; allowed: buildArgs, context, dockerfile, multiArch, name, targets/,
+        allowed: /unknown key; allowed: base, buildArgs, context, dockerfile, multiArch, name, targets/,
     },
     {
         what: "unknown top-level key",

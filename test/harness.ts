@@ -17,6 +17,8 @@ export const REGION = "us-east-1";
 export const REGISTRY_HOST = `${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`;
 
 export interface Registered {
+    /** Position in registration order (resources are listed sorted by URN). */
+    readonly order: number;
     readonly type: string;
     readonly name: string;
     readonly urn: string;
@@ -204,6 +206,7 @@ export async function runUnderMocks(
                         inputs[key] = rpc.unwrapRpcSecret(value);
                     }
                     resources.push({
+                        order: resources.length,
                         type: req.getType(),
                         name: req.getName(),
                         urn: res.getUrn(),
