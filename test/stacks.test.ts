@@ -294,3 +294,12 @@ describe("a hardware target declared only in stack files", () => {
         ).rejects.toThrow(/not pinned by digest/);
     });
 });
+
+describe.each(stackNames())("stack %s under `pulumi preview`", (stack) => {
+    it("evaluates with the same resources as an update", async () => {
+        const built = (await evaluate(buildStacks[0])).outputs;
+        const up = await evaluate(stack, { buildOutputs: built });
+        const preview = await evaluate(stack, { buildOutputs: built, preview: true });
+        expect(preview.resources.map((r) => `${r.type}::${r.name}`)).toEqual(up.resources.map((r) => `${r.type}::${r.name}`));
+    });
+});
