@@ -1,0 +1,306 @@
+/**
+ * The project's policies as plain functions over resources (type + input
+ * properties), so they can be unit-tested on hand-made resources, run by the
+ * offline plan, and wrapped as a Pulumi policy pack (policy/index.ts) for
+ * `pulumi preview --policy-pack policy`. Every policy is mandatory.
+ */
+import { parseDigestRef } from "../components/references";
+
+export interface PolicyResource {
+    readonly type: string;
+    readonly name: string;
+    readonly urn: string;
+    readonly props: Record<string, unknown>;
+}
+
+export interface Violation {
+    readonly policy: string;
+    /** URN (or name) of the offending resource. */
+    readonly resource: string;
+    readonly message: string;
+}
+
+export interface ResourcePolicy {
+    readonly name: string;
+    readonly description: string;
+    /** Messages for one resource (empty when it complies). */
+    readonly check: (resource: PolicyResource) => string[];
+}
+
+export interface StackPolicy {
+    readonly name: string;
+    readonly description: string;
+    readonly check: (resources: readonly PolicyResource[]) => Violation[];
+}
+
+/** Tag that marks a resource as public on purpose (an internet-facing endpoint a stack asked for). */
+export const PUBLIC_TAG = "ml-infra:public";
+/** Docker label that records the port a sidecar listens on (set by the container definitions). */
+export const SIDECAR_PORT_LABEL = "ml-infra.sidecar-port";
+
+// ------------------------------------------------------------------ helpers
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]);
+const truthy = (v: unknown) => v === true || v === "true";
+const str = (v: unknown) => (typeof v === "string" ? v : "");
+
+/** Parses a JSON string property (task definitions, policies); objects are taken as they are. */
+function json(v: unknown): unknown {
+    if (typeof v !== "string") return v;
+    try {
+        return JSON.parse(v) as unknown;
+    } catch {
+        return undefined;
+    }
+}
+
+function tagsOf(r: PolicyResource): Obj {
+    return isObj(r.props.tags) ? r.props.tags : {};
+}
+
+const LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate";
+const INSTANCE = "aws:ec2/instance:Instance";
+
+// --------------------------------------------------------------- resources
+
+const noPublicIp: ResourcePolicy = {
+    name: "no-public-ip",
+    description: "Runners, instances and tasks get no public IP address.",
+    check: (r) => {
+        if (r.type === LAUNCH_TEMPLATE) {
+            return list(r.props.networkInterfaces)
+                .filter((ni) => isObj(ni) && truthy(ni.associatePublicIpAddress))
+                .map(() => "launch template network interface associates a public IP");
+        }
+        if (r.type === INSTANCE && truthy(r.props.associatePublicIpAddress)) return ["instance associates a public IP"];
+        if (r.type === "aws:ecs/service:Service") {
+            const nc = r.props.networkConfiguration;
+            if (isObj(nc) && truthy(nc.assignPublicIp)) return ["ECS service assigns public IPs to its tasks"];
+        }
+        return [];
+    },
+};
+
+const imdsv2: ResourcePolicy = {
+    name: "imdsv2-required",
+    description: "Instances require IMDSv2 (session tokens).",
+    check: (r) => {
+        if (r.type !== LAUNCH_TEMPLATE && r.type !== INSTANCE) return [];
+        const md = r.props.metadataOptions;
+        return isObj(md) && md.httpTokens === "required" ? [] : ["metadataOptions.httpTokens must be \"required\" (IMDSv2)"];
+    },
+};
+
+const encryptedVolumes: ResourcePolicy = {
+    name: "volumes-encrypted",
+    description: "Every EBS volume is encrypted.",
+    check: (r) => {
+        if (r.type === LAUNCH_TEMPLATE) {
+            return list(r.props.blockDeviceMappings)
+                .filter((m) => isObj(m) && isObj(m.ebs) && !truthy(m.ebs.encrypted))
+                .map((m) => `volume ${str((m as Obj).deviceName)} is not encrypted`);
+        }
+        if (r.type === "aws:ebs/volume:Volume" && !truthy(r.props.encrypted)) return ["EBS volume is not encrypted"];
+        return [];
+    },
+};
+
+const ecrReleaseRepos: ResourcePolicy = {
+    name: "ecr-immutable-scanned",
+    description: "ECR release tags are immutable and scanned on push; only cache-* tags may be overwritten.",
+    check: (r) => {
+        if (r.type !== "aws:ecr/repository:Repository") return [];
+        const out: string[] = [];
+        const mutability = str(r.props.imageTagMutability) || "MUTABLE";
+        const filters = list(r.props.imageTagMutabilityExclusionFilters);
+        if (mutability === "IMMUTABLE_WITH_EXCLUSION") {
+            const bad = filters.filter((f) => !isObj(f) || !/^cache-/.test(str(f.filter)));
+            if (bad.length) out.push("tag-immutability exclusions may only cover cache-* tags");
+        } else if (mutability !== "IMMUTABLE") {
+            out.push(`imageTagMutability is ${mutability}; release tags must be immutable`);
+        }
+        const isCache = tagsOf(r)["ml-infra:purpose"] === "build-cache";
+        const scan = r.props.imageScanningConfiguration;
+        if (!isCache && !(isObj(scan) && truthy(scan.scanOnPush))) out.push("scan on push is off");
+        return out;
+    },
+};
+
+interface ContainerDef {
+    name?: string;
+    image?: string;
+    essential?: boolean;
+    dockerLabels?: Record<string, string>;
+}
+
+function containersOf(r: PolicyResource): ContainerDef[] {
+    if (r.type !== "aws:ecs/taskDefinition:TaskDefinition") return [];
+    return list(json(r.props.containerDefinitions)).filter(isObj) as ContainerDef[];
+}
+
+const pinnedImages: ResourcePolicy = {
+    name: "ecs-images-pinned",
+    description: "Every ECS container image is pinned by digest (repo@sha256:...).",
+    check: (r) =>
+        containersOf(r)
+            .filter((c) => !parseDigestRef(str(c.image)))
+            .map((c) => `container ${str(c.name)} runs ${JSON.stringify(c.image)}, not a digest reference`),
+};
+
+const ECR_HOST = /\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\//;
+
+const ecrCacheManifest: ResourcePolicy = {
+    name: "ecr-cache-image-manifest",
+    description: "A docker-build image exporting its cache to ECR uses imageManifest and ociMediaTypes (ECR rejects anything else).",
+    check: (r) => {
+        if (r.type !== "docker-build:index:Image") return [];
+        return list(r.props.cacheTo)
+            .map((c) => (isObj(c) && isObj(c.registry) ? c.registry : undefined))
+            .filter((reg): reg is Obj => reg !== undefined && ECR_HOST.test(str(reg.ref)))
+            .filter((reg) => !truthy(reg.imageManifest) || !truthy(reg.ociMediaTypes))
+            .map((reg) => `cache export to ${str(reg.ref)} needs imageManifest: true and ociMediaTypes: true`);
+    },
+};
+
+interface Statement {
+    Effect?: string;
+    Action?: string | string[];
+    NotAction?: string | string[];
+    Resource?: string | string[];
+    NotResource?: string | string[];
+    Principal?: unknown;
+}
+
+/** Policy documents carried by a resource (inline role policies, managed policies, role policies). */
+function policyDocuments(r: PolicyResource): unknown[] {
+    switch (r.type) {
+        case "aws:iam/policy:Policy":
+        case "aws:iam/rolePolicy:RolePolicy":
+        case "aws:iam/userPolicy:UserPolicy":
+        case "aws:iam/groupPolicy:GroupPolicy":
+            return [json(r.props.policy)];
+        case "aws:iam/role:Role":
+            return list(r.props.inlinePolicies).map((p) => (isObj(p) ? json(p.policy) : undefined));
+        default:
+            return [];
+    }
+}
+
+const ALLOWED_STAR = new Set(["ecr:GetAuthorizationToken"]);
+
+const iamNoWildcards: ResourcePolicy = {
+    name: "iam-no-wildcards",
+    description: "IAM statements name their actions and resources; only ecr:GetAuthorizationToken may use Resource \"*\".",
+    check: (r) => {
+        const out: string[] = [];
+        for (const doc of policyDocuments(r)) {
+            const statements = isObj(doc) ? list(doc.Statement).filter(isObj) : [];
+            for (const s of statements as Statement[]) {
+                const actions = list(s.Action).map(str);
+                if (s.NotAction !== undefined || s.NotResource !== undefined) out.push("NotAction/NotResource are not allowed");
+                for (const a of actions) if (a === "*" || /:\*$/.test(a)) out.push(`wildcard action ${a}`);
+                if (s.Effect === "Allow" && list(s.Resource).map(str).includes("*")) {
+                    const unscoped = actions.filter((a) => !ALLOWED_STAR.has(a));
+                    if (unscoped.length) out.push(`Resource "*" for ${unscoped.join(", ")}`);
+                }
+            }
+        }
+        return out;
+    },
+};
+
+/** Ingress rules in every form the AWS provider has, normalised. */
+interface Ingress {
+    readonly from: number;
+    readonly to: number;
+    readonly cidrs: readonly string[];
+    readonly public: boolean;
+}
+
+function ingressOf(r: PolicyResource): Ingress[] {
+    const range = (p: Obj) => {
+        const protocol = str(p.ipProtocol ?? p.protocol);
+        const all = protocol === "-1" || protocol === "all";
+        return { from: all ? 0 : Number(p.fromPort ?? 0), to: all ? 65535 : Number(p.toPort ?? p.fromPort ?? 0) };
+    };
+    const isPublic = tagsOf(r)[PUBLIC_TAG] === "true";
+    if (r.type === "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") {
+        return [{ ...range(r.props), cidrs: [str(r.props.cidrIpv4), str(r.props.cidrIpv6)].filter(Boolean), public: isPublic }];
+    }
+    if (r.type === "aws:ec2/securityGroupRule:SecurityGroupRule" && r.props.type === "ingress") {
+        return [{ ...range(r.props), cidrs: [...list(r.props.cidrBlocks), ...list(r.props.ipv6CidrBlocks)].map(str), public: isPublic }];
+    }
+    if (r.type === "aws:ec2/securityGroup:SecurityGroup") {
+        return list(r.props.ingress)
+            .filter(isObj)
+            .map((i) => ({ ...range(i), cidrs: [...list(i.cidrBlocks), ...list(i.ipv6CidrBlocks)].map(str), public: isPublic }));
+    }
+    return [];
+}
+
+const noOpenIngress: ResourcePolicy = {
+    name: "no-open-ingress",
+    description: `No ingress from 0.0.0.0/0 or ::/0 unless the resource is tagged ${PUBLIC_TAG}=true on purpose.`,
+    check: (r) =>
+        ingressOf(r)
+            .filter((i) => !i.public && i.cidrs.some((c) => c === "0.0.0.0/0" || c === "::/0"))
+            .map((i) => `ingress ${i.from}-${i.to} is open to the internet`),
+};
+
+export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
+    noPublicIp,
+    imdsv2,
+    encryptedVolumes,
+    ecrReleaseRepos,
+    pinnedImages,
+    ecrCacheManifest,
+    iamNoWildcards,
+    noOpenIngress,
+];
+
+// ------------------------------------------------------------------- stack
+
+/** Ports sidecars listen on, from their task definitions' docker labels. */
+export function sidecarPorts(resources: readonly PolicyResource[]): Map<number, string> {
+    const ports = new Map<number, string>();
+    for (const r of resources) {
+        for (const c of containersOf(r)) {
+            const label = c.dockerLabels?.[SIDECAR_PORT_LABEL];
+            if (label !== undefined && c.essential === false) ports.set(Number(label), `${r.name}/${str(c.name)}`);
+        }
+    }
+    return ports;
+}
+
+const noSidecarIngress: StackPolicy = {
+    name: "no-sidecar-port-ingress",
+    description: "No security-group rule in the stack admits a port a sidecar listens on.",
+    check: (resources) => {
+        const ports = sidecarPorts(resources);
+        const out: Violation[] = [];
+        for (const r of resources) {
+            for (const i of ingressOf(r)) {
+                for (const [port, who] of ports) {
+                    if (port >= i.from && port <= i.to) {
+                        out.push({ policy: "no-sidecar-port-ingress", resource: r.urn, message: `admits port ${port} of sidecar ${who}` });
+                    }
+                }
+            }
+        }
+        return out;
+    },
+};
+
+export const STACK_POLICIES: readonly StackPolicy[] = [noSidecarIngress];
+
+/** Runs every policy over a stack's resources. */
+export function runPolicies(resources: readonly PolicyResource[]): Violation[] {
+    const out: Violation[] = [];
+    for (const r of resources) {
+        for (const p of RESOURCE_POLICIES) for (const message of p.check(r)) out.push({ policy: p.name, resource: r.urn, message });
+    }
+    for (const p of STACK_POLICIES) out.push(...p.check(resources));
+    return out;
+}

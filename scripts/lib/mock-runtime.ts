@@ -1,0 +1,266 @@
+/**
+ * Pulumi's mock runtime, set up the way this project's tests and the offline
+ * plan need it: evaluates the real program for a stack with the config the
+ * Pulumi CLI would hand it, answers the cloud with deterministic mocks
+ * (account 123456789012, us-east-1) and records every resource it registers
+ * (type, name, inputs, secret inputs, parent, options) and every stack output.
+ * Nothing here is used by the program itself.
+ */
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { parse as parseYaml } from "yaml";
+
+export const ROOT = path.resolve(__dirname, "..", "..");
+export const STACKS_DIR = path.join(ROOT, "stacks");
+export const ACCOUNT = "123456789012";
+export const REGION = "us-east-1";
+export const REGISTRY_HOST = `${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`;
+
+export interface Registered {
+    /** Position in registration order (resources are listed sorted by URN). */
+    readonly order: number;
+    readonly type: string;
+    readonly name: string;
+    readonly urn: string;
+    readonly parent: string;
+    /** Inputs with secrets unwrapped. */
+    readonly inputs: Record<string, unknown>;
+    /** Top-level inputs that were (or contained) Pulumi secrets. */
+    readonly secretInputs: readonly string[];
+    readonly protect: boolean;
+    readonly retainOnDelete: boolean;
+    readonly customTimeouts: { create: string; update: string; delete: string };
+}
+
+export interface Evaluation {
+    readonly resources: Registered[];
+    readonly outputs: Record<string, unknown>;
+    /** Resources of one type. */
+    ofType(type: string): Registered[];
+}
+
+export interface EvaluateOptions {
+    /** Config map instead of the stack file's (`{"ml-infra:build": {...}}`; objects are JSON-encoded as the CLI does). */
+    readonly config?: Record<string, unknown>;
+    /** What the build stack exports, for environments that follow it through a StackReference. */
+    readonly buildOutputs?: Record<string, unknown>;
+    readonly preview?: boolean;
+}
+
+interface ProjectFile {
+    name: string;
+    config?: Record<string, { default?: unknown; value?: unknown }>;
+}
+
+export function projectFile(): ProjectFile {
+    return parseYaml(fs.readFileSync(path.join(ROOT, "Pulumi.yaml"), "utf8")) as ProjectFile;
+}
+
+/** Names of every stack file under stacks/. */
+export function stackNames(): string[] {
+    return fs
+        .readdirSync(STACKS_DIR)
+        .filter((f) => /^Pulumi\..+\.yaml$/.test(f))
+        .map((f) => f.slice("Pulumi.".length, -".yaml".length))
+        .sort();
+}
+
+export function stackFileConfig(stack: string): Record<string, unknown> {
+    const file = parseYaml(fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8")) as {
+        config?: Record<string, unknown>;
+    };
+    return file.config ?? {};
+}
+
+/** The config map the Pulumi CLI would hand the program: project defaults, then the stack's values. */
+export function cliConfig(stackConfig: Record<string, unknown>): Record<string, string> {
+    const project = projectFile();
+    const out: Record<string, string> = {};
+    const encode = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
+    for (const [key, decl] of Object.entries(project.config ?? {})) {
+        const full = key.includes(":") ? key : `${project.name}:${key}`;
+        const v = decl.value ?? decl.default;
+        if (v !== undefined) out[full] = encode(v);
+    }
+    for (const [key, v] of Object.entries(stackConfig)) out[key] = encode(v);
+    return out;
+}
+
+function fakeDigest(...parts: unknown[]): string {
+    return `sha256:${createHash("sha256").update(JSON.stringify(parts)).digest("hex")}`;
+}
+
+function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown): Record<string, unknown> {
+    switch (type) {
+        case "aws:ecr/repository:Repository":
+            return {
+                ...inputs,
+                repositoryUrl: `${REGISTRY_HOST}/${String(inputs.name)}`,
+                registryId: ACCOUNT,
+                arn: `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/${String(inputs.name)}`,
+            };
+        case "docker-build:index:Image": {
+            const digest = fakeDigest(name, inputs.buildArgs, inputs.target, inputs.platforms);
+            const tags = (inputs.tags as string[] | undefined) ?? [];
+            return { ...inputs, digest, ref: tags.length > 0 ? `${tags[0]}@${digest}` : "" };
+        }
+        case "docker-build:index:Index":
+            return { ...inputs, ref: `${String(inputs.tag)}@${fakeDigest(name, inputs.sources)}` };
+        case "pulumi:pulumi:StackReference":
+            return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [] };
+        default:
+            return { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
+    }
+}
+
+const mocksFor = (buildOutputs: unknown): pulumi.runtime.Mocks => ({
+    newResource: (args) => ({
+        id: `${args.name}-id`,
+        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, buildOutputs),
+    }),
+    call: (args) => {
+        const inputs = args.inputs as Record<string, unknown>;
+        switch (args.token) {
+            case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+                return { userName: "AWS", password: "mock-ecr-password", proxyEndpoint: `https://${REGISTRY_HOST}`, authorizationToken: "bW9jaw==" };
+            case "aws:secretsmanager/getSecret:getSecret":
+                return { ...inputs, arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${String(inputs.name)}-AbCdEf` };
+            case "aws:index/getCallerIdentity:getCallerIdentity":
+                return { accountId: ACCOUNT, arn: `arn:aws:iam::${ACCOUNT}:user/test`, userId: "test" };
+            case "aws:index/getRegion:getRegion":
+                return { name: REGION, region: REGION };
+            default:
+                return inputs;
+        }
+    },
+});
+
+interface RegisterRequest {
+    getType(): string;
+    getName(): string;
+    getParent(): string;
+    getProtect?(): boolean;
+    getRetainondelete?(): boolean;
+    getCustomtimeouts?(): { getCreate(): string; getUpdate(): string; getDelete(): string } | undefined;
+}
+type Callback = (err: unknown, res?: { getUrn(): string }) => void;
+interface MonitorLike {
+    registerResource(req: RegisterRequest, cb: Callback): Promise<void>;
+    readResource(req: RegisterRequest, cb: Callback): Promise<void>;
+}
+interface RpcInternals {
+    deserializeProperties(obj: unknown): Record<string, unknown>;
+    isRpcSecret(obj: unknown): boolean;
+    unwrapRpcSecret(obj: unknown): unknown;
+}
+interface RuntimeInternals {
+    waitForRPCs(): Promise<void>;
+}
+
+/** Waits until every outstanding resource registration has been answered. */
+export function waitForRPCs(): Promise<void> {
+    return (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs();
+}
+
+/** Resolves every Output inside a value (exports are nested records of Outputs). */
+async function settle(value: unknown): Promise<unknown> {
+    if (pulumi.Output.isInstance(value)) {
+        // Output.promise() is internal, but unlike apply() it rejects when the value failed.
+        return settle(await (value as unknown as { promise(): Promise<unknown> }).promise());
+    }
+    if (Array.isArray(value)) return Promise.all(value.map(settle));
+    if (value !== null && typeof value === "object") {
+        const entries = await Promise.all(Object.entries(value).map(async ([k, v]) => [k, await settle(v)] as const));
+        return Object.fromEntries(entries);
+    }
+    return value;
+}
+
+let serial = 0;
+
+/**
+ * Runs `program` under the mock runtime as stack `stack` with the given CLI
+ * config map, and records every resource it registers and what it returns
+ * (Outputs inside the returned value are resolved).
+ */
+export async function runUnderMocks(
+    stack: string,
+    config: Record<string, string>,
+    program: () => unknown,
+    options: Pick<EvaluateOptions, "buildOutputs" | "preview"> = {},
+): Promise<Evaluation> {
+    const project = projectFile().name;
+    const resources: Registered[] = [];
+    const thisRun = ++serial;
+
+    pulumi.runtime.setAllConfig(config);
+    await pulumi.runtime.setMocks(mocksFor(options.buildOutputs), project, stack, options.preview ?? false);
+    const monitor = pulumi.runtime.getMonitor() as unknown as MonitorLike;
+    const rpc = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as RpcInternals;
+    const capture =
+        (original: (req: RegisterRequest, cb: Callback) => Promise<void>, properties: (req: unknown) => unknown) =>
+        (req: RegisterRequest, cb: Callback) =>
+            original(req, (err, res) => {
+                if (!err && res && thisRun === serial) {
+                    const timeouts = req.getCustomtimeouts?.();
+                    const raw = rpc.deserializeProperties(properties(req));
+                    const inputs: Record<string, unknown> = {};
+                    const secretInputs: string[] = [];
+                    for (const [key, value] of Object.entries(raw)) {
+                        if (rpc.isRpcSecret(value)) secretInputs.push(key);
+                        inputs[key] = rpc.unwrapRpcSecret(value);
+                    }
+                    resources.push({
+                        order: resources.length,
+                        type: req.getType(),
+                        name: req.getName(),
+                        urn: res.getUrn(),
+                        parent: req.getParent(),
+                        inputs,
+                        secretInputs,
+                        protect: req.getProtect?.() ?? false,
+                        retainOnDelete: req.getRetainondelete?.() ?? false,
+                        customTimeouts: {
+                            create: timeouts?.getCreate() ?? "",
+                            update: timeouts?.getUpdate() ?? "",
+                            delete: timeouts?.getDelete() ?? "",
+                        },
+                    });
+                }
+                cb(err, res);
+            });
+    monitor.registerResource = capture(monitor.registerResource.bind(monitor), (req) => (req as { getObject(): unknown }).getObject());
+    monitor.readResource = capture(monitor.readResource.bind(monitor), (req) => (req as { getProperties(): unknown }).getProperties());
+
+    const returned = await program();
+    const outputs: Record<string, unknown> = {};
+    if (returned !== null && typeof returned === "object") {
+        for (const [key, value] of Object.entries(returned)) {
+            if (value !== undefined) outputs[key] = await settle(value);
+        }
+    }
+    await waitForRPCs();
+    resources.sort((a, b) => a.urn.localeCompare(b.urn));
+    return { resources, outputs, ofType: (type) => resources.filter((r) => r.type === type) };
+}
+
+/** Loads the program's main module afresh and returns its exports. */
+export type ProgramLoader = () => Promise<Record<string, unknown>>;
+
+/** Plain Node: drop the project's own modules from the require cache and require index.ts again. */
+export const requireProgram: ProgramLoader = async () => {
+    for (const key of Object.keys(require.cache)) {
+        if (key.startsWith(ROOT) && !key.includes(`${path.sep}node_modules${path.sep}`) && !key.includes(`${path.sep}scripts${path.sep}`)) {
+            delete require.cache[key];
+        }
+    }
+    return require(path.join(ROOT, "index")) as Record<string, unknown>;
+};
+
+/** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
+export async function evaluate(stack: string, options: EvaluateOptions = {}, load: ProgramLoader = requireProgram): Promise<Evaluation> {
+    const config = cliConfig(options.config ?? stackFileConfig(stack));
+    return runUnderMocks(stack, config, load, options);
+}
