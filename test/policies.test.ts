@@ -1,0 +1,147 @@
+/** Every policy of the pack, on hand-made resources that pass and that violate. */
+import { describe, expect, it } from "vitest";
+import { type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
+import { DIGEST_A } from "./fixtures";
+
+const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+let n = 0;
+const res = (type: string, props: Record<string, unknown>): PolicyResource => ({ type, name: `r${++n}`, urn: `urn:${type}::r${n}`, props });
+const policy = (name: string) => {
+    const p = RESOURCE_POLICIES.find((x) => x.name === name);
+    if (!p) throw new Error(name);
+    return p;
+};
+
+const LT = "aws:ec2/launchTemplate:LaunchTemplate";
+const goodLaunchTemplate = {
+    metadataOptions: { httpTokens: "required", httpPutResponseHopLimit: 1 },
+    networkInterfaces: [{ associatePublicIpAddress: "false" }],
+    blockDeviceMappings: [{ deviceName: "/dev/xvda", ebs: { encrypted: "true", volumeType: "gp3" } }],
+};
+const taskDef = (containers: unknown[]) => res("aws:ecs/taskDefinition:TaskDefinition", { containerDefinitions: JSON.stringify(containers) });
+const iamPolicy = (statements: unknown[]) => res("aws:iam/policy:Policy", { policy: JSON.stringify({ Version: "2012-10-17", Statement: statements }) });
+const ingress = (props: Record<string, unknown>) => res("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", { ipProtocol: "tcp", ...props });
+
+const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: PolicyResource[] }> = [
+    {
+        policy: "no-public-ip",
+        pass: [res(LT, goodLaunchTemplate), res("aws:ecs/service:Service", { networkConfiguration: { assignPublicIp: false, subnets: ["s"] } })],
+        fail: [
+            res(LT, { ...goodLaunchTemplate, networkInterfaces: [{ associatePublicIpAddress: "true" }] }),
+            res("aws:ec2/instance:Instance", { associatePublicIpAddress: true, metadataOptions: { httpTokens: "required" } }),
+            res("aws:ecs/service:Service", { networkConfiguration: { assignPublicIp: true } }),
+        ],
+    },
+    {
+        policy: "imdsv2-required",
+        pass: [res(LT, goodLaunchTemplate)],
+        fail: [res(LT, { ...goodLaunchTemplate, metadataOptions: { httpTokens: "optional" } }), res(LT, {})],
+    },
+    {
+        policy: "volumes-encrypted",
+        pass: [res(LT, goodLaunchTemplate), res("aws:ebs/volume:Volume", { encrypted: true })],
+        fail: [res(LT, { ...goodLaunchTemplate, blockDeviceMappings: [{ deviceName: "/dev/xvdb", ebs: { volumeSize: 200 } }] }), res("aws:ebs/volume:Volume", {})],
+    },
+    {
+        policy: "ecr-immutable-scanned",
+        pass: [
+            res("aws:ecr/repository:Repository", { imageTagMutability: "IMMUTABLE", imageScanningConfiguration: { scanOnPush: true } }),
+            res("aws:ecr/repository:Repository", {
+                imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                imageTagMutabilityExclusionFilters: [{ filter: "cache-*", filterType: "WILDCARD" }],
+                tags: { "ml-infra:purpose": "build-cache" },
+            }),
+        ],
+        fail: [
+            res("aws:ecr/repository:Repository", { imageTagMutability: "MUTABLE", imageScanningConfiguration: { scanOnPush: true } }),
+            res("aws:ecr/repository:Repository", { imageScanningConfiguration: { scanOnPush: true } }),
+            res("aws:ecr/repository:Repository", { imageTagMutability: "IMMUTABLE" }),
+            res("aws:ecr/repository:Repository", {
+                imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                imageTagMutabilityExclusionFilters: [{ filter: "*", filterType: "WILDCARD" }],
+                imageScanningConfiguration: { scanOnPush: true },
+            }),
+        ],
+    },
+    {
+        policy: "ecs-images-pinned",
+        pass: [taskDef([{ name: "server", image: `${HOST}/ml/inference@${DIGEST_A}` }])],
+        fail: [
+            taskDef([{ name: "server", image: `${HOST}/ml/inference:latest` }]),
+            taskDef([{ name: "server", image: `${HOST}/ml/inference@${DIGEST_A}` }, { name: "exporter", image: "prom/statsd-exporter" }]),
+        ],
+    },
+    {
+        policy: "ecr-cache-image-manifest",
+        pass: [
+            res("docker-build:index:Image", { cacheTo: [{ registry: { ref: `${HOST}/ml/cache/x:cache-a`, imageManifest: true, ociMediaTypes: true } }] }),
+            res("docker-build:index:Image", { cacheTo: [{ registry: { ref: "127.0.0.1:5000/cache:a" } }] }),
+        ],
+        fail: [
+            res("docker-build:index:Image", { cacheTo: [{ registry: { ref: `${HOST}/ml/cache/x:cache-a`, ociMediaTypes: true } }] }),
+            res("docker-build:index:Image", { cacheTo: [{ registry: { ref: `${HOST}/ml/cache/x:cache-a`, imageManifest: true } }] }),
+        ],
+    },
+    {
+        policy: "iam-no-wildcards",
+        pass: [
+            iamPolicy([
+                { Effect: "Allow", Action: ["ecr:GetAuthorizationToken"], Resource: "*" },
+                { Effect: "Allow", Action: ["ecr:PutImage"], Resource: [`arn:aws:ecr:us-east-1:123456789012:repository/ml/inference`] },
+            ]),
+            res("aws:iam/role:Role", { assumeRolePolicy: JSON.stringify({ Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }) }),
+        ],
+        fail: [
+            iamPolicy([{ Effect: "Allow", Action: "ecr:*", Resource: "arn:aws:ecr:us-east-1:123456789012:repository/ml/x" }]),
+            iamPolicy([{ Effect: "Allow", Action: ["s3:GetObject"], Resource: "*" }]),
+            iamPolicy([{ Effect: "Allow", Action: "*", Resource: "*" }]),
+            res("aws:iam/rolePolicy:RolePolicy", { policy: JSON.stringify({ Statement: [{ Effect: "Allow", NotAction: "iam:*", Resource: "arn:x" }] }) }),
+        ],
+    },
+    {
+        policy: "no-open-ingress",
+        pass: [ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/16" }), ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0", tags: { "ml-infra:public": "true" } })],
+        fail: [
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0" }),
+            res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }] }),
+            res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "-1", cidrBlocks: ["10.0.0.0/8"], ipv6CidrBlocks: ["::/0"] }),
+        ],
+    },
+];
+
+describe("policy pack", () => {
+    it("covers every resource policy with a case", () => {
+        expect(CASES.map((c) => c.policy).sort()).toEqual(RESOURCE_POLICIES.map((p) => p.name).sort());
+    });
+
+    describe.each(CASES)("$policy", ({ policy: name, pass, fail }) => {
+        it.each(pass.map((r, i) => [i, r] as const))("passes compliant resource %i", (_i, r) => {
+            expect(policy(name).check(r)).toEqual([]);
+        });
+        it.each(fail.map((r, i) => [i, r] as const))("flags violating resource %i", (_i, r) => {
+            expect(policy(name).check(r).length).toBeGreaterThan(0);
+        });
+    });
+
+    describe("no-sidecar-port-ingress", () => {
+        const task = taskDef([
+            { name: "server", image: `${HOST}/ml/inference@${DIGEST_A}`, essential: true, portMappings: [{ containerPort: 8080 }] },
+            { name: "tensorboard", image: `${HOST}/tb@${DIGEST_A}`, essential: false, dockerLabels: { [SIDECAR_PORT_LABEL]: "6006" } },
+        ]);
+        const check = (resources: PolicyResource[]) => STACK_POLICIES.flatMap((p) => p.check(resources));
+
+        it("passes when only the main port is admitted", () => {
+            expect(check([task, ingress({ fromPort: 8080, toPort: 8080, referencedSecurityGroupId: "sg-alb" })])).toEqual([]);
+        });
+        it("flags a rule admitting the sidecar's port, directly or in a range", () => {
+            expect(check([task, ingress({ fromPort: 6006, toPort: 6006, referencedSecurityGroupId: "sg-alb" })])).toHaveLength(1);
+            expect(check([task, ingress({ fromPort: 6000, toPort: 7000, cidrIpv4: "10.0.0.0/8" })])[0].message).toMatch(/port 6006 of sidecar/);
+            expect(check([task, ingress({ ipProtocol: "-1", cidrIpv4: "10.0.0.0/8" })])).toHaveLength(1);
+        });
+    });
+
+    it("runPolicies reports policy, resource and message", () => {
+        const bad = ingress({ fromPort: 22, toPort: 22, cidrIpv4: "0.0.0.0/0" });
+        expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet" }]);
+    });
+});
