@@ -1,5 +1,7 @@
 /** Every policy of the pack, on hand-made resources that pass and that violate. */
 import { describe, expect, it } from "vitest";
+import type { ResourceValidationPolicy, StackValidationPolicy } from "@pulumi/policy";
+import { policyPackArgs } from "../policy/pack";
 import { type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
 import { DIGEST_A } from "./fixtures";
 
@@ -143,5 +145,36 @@ describe("policy pack", () => {
     it("runPolicies reports policy, resource and message", () => {
         const bad = ingress({ fromPort: 22, toPort: 22, cidrIpv4: "0.0.0.0/0" });
         expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet" }]);
+    });
+});
+
+describe("the Pulumi policy pack", () => {
+    const args = policyPackArgs();
+
+    it("holds every policy, each mandatory", () => {
+        expect(args.enforcementLevel).toBe("mandatory");
+        expect(args.policies.map((p) => p.name).sort()).toEqual([...RESOURCE_POLICIES, ...STACK_POLICIES].map((p) => p.name).sort());
+        for (const p of args.policies) expect(p.enforcementLevel).toBe("mandatory");
+    });
+
+    it("reports what the plain functions report", async () => {
+        const reported: string[] = [];
+        const bad = res("aws:ecr/repository:Repository", { imageTagMutability: "MUTABLE" });
+        for (const p of args.policies as ResourceValidationPolicy[]) {
+            const validate = p.validateResource;
+            if (typeof validate === "function") {
+                await validate({ ...bad, props: bad.props } as unknown as Parameters<typeof validate>[0], (m) => reported.push(`${p.name}: ${m}`));
+            }
+        }
+        expect(reported).toEqual([
+            "ecr-immutable-scanned: imageTagMutability is MUTABLE; release tags must be immutable",
+            "ecr-immutable-scanned: scan on push is off",
+        ]);
+        const stack = args.policies.find((p) => p.name === "no-sidecar-port-ingress") as StackValidationPolicy;
+        const task = taskDef([{ name: "tb", image: `x/y@${DIGEST_A}`, essential: false, dockerLabels: { [SIDECAR_PORT_LABEL]: "6006" } }]);
+        const rule = ingress({ fromPort: 6006, toPort: 6006, cidrIpv4: "10.0.0.0/8" });
+        const urns: Array<string | undefined> = [];
+        await stack.validateStack({ resources: [task, rule] } as unknown as Parameters<StackValidationPolicy["validateStack"]>[0], (_m, urn) => urns.push(urn));
+        expect(urns).toEqual([rule.urn]);
     });
 });
