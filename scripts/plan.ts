@@ -16,7 +16,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type PolicyResource, type Violation, runPolicies } from "../policy/policies";
-import { type Evaluation, type Registered, evaluate, stackFileConfig, stackNames } from "./lib/mock-runtime";
+import {
+    type Evaluation,
+    type ProgramLoader,
+    type Registered,
+    evaluate,
+    requireProgram,
+    stackFileConfig,
+    stackNames,
+} from "./lib/mock-runtime";
 
 const PROJECT_KEY_BUILD = "ml-infra:build";
 const PROJECT_KEY_SERVE = "ml-infra:serve";
@@ -68,15 +76,15 @@ function configOf(stack: string, file?: string): Record<string, unknown> {
 }
 
 /** Evaluates a stack (and, if it follows a build stack, that stack first) and checks it against the policy pack. */
-export async function plan(stack: string, configFile?: string): Promise<Plan> {
+export async function plan(stack: string, configFile?: string, load: ProgramLoader = requireProgram): Promise<Plan> {
     const config = configOf(stack, configFile);
     const serve = config[PROJECT_KEY_SERVE] as { services?: Array<{ ref?: string }> } | undefined;
     let buildOutputs: Record<string, unknown> | undefined;
     if (serve?.services?.some((s) => s.ref === undefined)) {
         const buildStack = stackNames().find((s) => PROJECT_KEY_BUILD in stackFileConfig(s));
-        if (buildStack && buildStack !== stack) buildOutputs = (await evaluate(buildStack)).outputs;
+        if (buildStack && buildStack !== stack) buildOutputs = (await evaluate(buildStack, {}, load)).outputs;
     }
-    const ev: Evaluation = await evaluate(stack, { config, buildOutputs });
+    const ev: Evaluation = await evaluate(stack, { config, buildOutputs }, load);
     const resources = ev.resources.map((r) => ({
         urn: r.urn,
         type: r.type,
@@ -114,15 +122,34 @@ export function renderTree(p: Plan): string {
     return lines.join("\n");
 }
 
+export interface DigestChange {
+    readonly service: string;
+    readonly from: string | undefined;
+    readonly to: string | undefined;
+}
+
 export interface PlanDiff {
+    /** Services whose deployed digest changes (what a promotion PR changes). */
+    readonly digests: readonly DigestChange[];
     readonly added: readonly string[];
     readonly removed: readonly string[];
     /** URN -> the top-level inputs (or options) that differ. */
     readonly changed: ReadonlyArray<{ urn: string; keys: string[] }>;
 }
 
-/** What changed between two plans (by URN). */
-export function diffPlans(before: Pick<Plan, "resources">, after: Pick<Plan, "resources">): PlanDiff {
+function deployedRefs(outputs: unknown): Map<string, string> {
+    const deployments = (outputs as { deployments?: Record<string, { ref?: string }> } | undefined)?.deployments ?? {};
+    return new Map(Object.entries(deployments).map(([service, d]) => [service, String(d.ref)]));
+}
+
+/** What changed between two plans: deployed digests by service, resources by URN. */
+export function diffPlans(before: Pick<Plan, "resources" | "outputs">, after: Pick<Plan, "resources" | "outputs">): PlanDiff {
+    const oldRefs = deployedRefs(before.outputs);
+    const newRefs = deployedRefs(after.outputs);
+    const digests = [...new Set([...oldRefs.keys(), ...newRefs.keys()])]
+        .sort()
+        .filter((service) => oldRefs.get(service) !== newRefs.get(service))
+        .map((service) => ({ service, from: oldRefs.get(service), to: newRefs.get(service) }));
     const old = new Map(before.resources.map((r) => [r.urn, r]));
     const now = new Map(after.resources.map((r) => [r.urn, r]));
     const changed: Array<{ urn: string; keys: string[] }> = [];
@@ -142,6 +169,7 @@ export function diffPlans(before: Pick<Plan, "resources">, after: Pick<Plan, "re
         if (keys.length) changed.push({ urn, keys });
     }
     return {
+        digests,
         added: [...now.keys()].filter((u) => !old.has(u)).sort(),
         removed: [...old.keys()].filter((u) => !now.has(u)).sort(),
         changed: changed.sort((x, y) => x.urn.localeCompare(y.urn)),
@@ -150,7 +178,10 @@ export function diffPlans(before: Pick<Plan, "resources">, after: Pick<Plan, "re
 
 export function renderDiff(d: PlanDiff): string {
     const short = (urn: string) => urn.split("::").slice(-2).join("::");
-    const lines = [`diff: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`];
+    const digest = (ref: string | undefined) => (ref ? ref.slice(ref.indexOf("@") + 1) : "(none)");
+    const lines = [`deployed digests: ${d.digests.length} service(s) change`];
+    for (const c of d.digests) lines.push(`  ${c.service}: ${digest(c.from)} -> ${digest(c.to)}`);
+    lines.push(`diff: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
     for (const u of d.added) lines.push(`  + ${short(u)}`);
     for (const u of d.removed) lines.push(`  - ${short(u)}`);
     for (const c of d.changed) lines.push(`  ~ ${short(c.urn)}: ${c.keys.join(", ")}`);
@@ -195,7 +226,7 @@ export async function main(argv: readonly string[], log: (s: string) => void = c
     log(renderViolations(p.violations));
     if (args.json) fs.writeFileSync(path.resolve(args.json), `${stableJson({ stack: p.stack, resources: p.resources, outputs: p.outputs })}\n`);
     if (args.diff) {
-        const before = JSON.parse(fs.readFileSync(path.resolve(args.diff), "utf8")) as Pick<Plan, "resources">;
+        const before = JSON.parse(fs.readFileSync(path.resolve(args.diff), "utf8")) as Pick<Plan, "resources" | "outputs">;
         log("");
         log(renderDiff(diffPlans(before, p)));
     }

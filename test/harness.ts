@@ -16,7 +16,8 @@ import {
 
 export * from "../scripts/lib/mock-runtime";
 
-const importProgram: ProgramLoader = async () => {
+/** vitest: a fresh copy of index.ts per evaluation. */
+export const importProgram: ProgramLoader = async () => {
     vi.resetModules();
     return (await import("../index")) as Record<string, unknown>;
 };

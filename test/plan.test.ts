@@ -1,0 +1,43 @@
+/** The offline plan (npm run plan) on every stack. */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { diffPlans, plan, renderDiff, renderTree, stableJson } from "../scripts/plan";
+import { promote } from "../scripts/promote";
+import { STACKS_DIR, importProgram, stackNames } from "./harness";
+import { PROJECT } from "./fixtures";
+
+describe.each(stackNames())("offline plan of %s", (stack) => {
+    it("passes the policy pack, prints a tree with counts, and is deterministic", async () => {
+        const first = await plan(stack, undefined, importProgram);
+        expect(first.violations).toEqual([]);
+        const tree = renderTree(first);
+        expect(tree.split("\n")[0]).toBe(`stack ${stack}: ${first.resources.length} resources`);
+        expect(tree).toMatch(/count {2}type\n/);
+        const second = await plan(stack, undefined, importProgram);
+        expect(stableJson(second)).toBe(stableJson(first));
+        expect(stableJson(first)).not.toContain("mock-ecr-password");
+    });
+});
+
+describe("plan diff", () => {
+    it("shows exactly which services change digest in a promotion", async () => {
+        const before = await plan("prod", undefined, importProgram);
+        const read = (s: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${s}.yaml`), "utf8");
+        const promoted = promote({ kind: "stack", name: "staging", text: read("staging") }, read("prod"), PROJECT);
+        const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "plan-")), "Pulumi.prod.yaml");
+        fs.writeFileSync(file, promoted.text);
+        const after = await plan("prod", file, importProgram);
+        const diff = diffPlans(JSON.parse(stableJson(before)), after);
+        expect(diff.digests.map((d) => d.service)).toEqual(promoted.changes.map((c) => c.service).sort());
+        for (const d of diff.digests) expect(d.to).toBe(promoted.changes.find((c) => c.service === d.service)?.to);
+        expect(renderDiff(diff)).toMatch(new RegExp(`deployed digests: ${promoted.changes.length} service\\(s\\) change`));
+    });
+
+    it("lists added, removed and changed resources", () => {
+        const r = (urn: string, inputs: object) => ({ urn, type: "t", name: urn, parent: "", inputs, protect: false, retainOnDelete: false, customTimeouts: { create: "", update: "", delete: "" } });
+        const diff = diffPlans({ resources: [r("a", { x: 1 }), r("b", { y: 1 })], outputs: {} }, { resources: [r("a", { x: 2 }), r("c", {})], outputs: {} });
+        expect(diff).toMatchObject({ added: ["c"], removed: ["b"], changed: [{ urn: "a", keys: ["x"] }], digests: [] });
+    });
+});
