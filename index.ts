@@ -9,11 +9,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { buildOrder } from "./components/chains";
 import { loadStackConfig } from "./components/config";
 import { Environment } from "./components/environment";
-import { MultiArchImage, TargetImage } from "./components/image";
+import { type BaseImages, MultiArchImage, TargetImage } from "./components/image";
 import { targetImageName } from "./components/naming";
 import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
 import { ImageRegistry } from "./components/registry";
+import type { HardwareTarget } from "./components/targets";
 
 const config = loadStackConfig(pulumi.runtime.allConfig(), {
     project: pulumi.getProject(),
@@ -36,8 +37,19 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
         options: build.registry,
         tags,
     });
-    const viaCache = (ref: string) =>
-        registry.registryHost.apply((host) => resolveThroughCache(ref, host, registry.pullThroughUpstreams));
+    // One Output per distinct target, not per image x target.
+    const resolvedBases = new Map<string, pulumi.Output<BaseImages>>();
+    const basesOf = (target: HardwareTarget) => {
+        let bases = resolvedBases.get(target.name);
+        if (!bases) {
+            bases = registry.registryHost.apply((host) => ({
+                base: resolveThroughCache(target.baseImage, host, registry.pullThroughUpstreams),
+                runtime: resolveThroughCache(target.runtimeBaseImage ?? target.baseImage, host, registry.pullThroughUpstreams),
+            }));
+            resolvedBases.set(target.name, bases);
+        }
+        return bases;
+    };
 
     const images: Record<string, pulumi.Output<BuiltImage>> = {};
     const builtByImage: Record<string, Record<string, TargetImage>> = {};
@@ -48,16 +60,15 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
         const built: Record<string, TargetImage> = {};
         for (const targetName of image.targets) {
             const target = build.resolvedTargets[targetName];
-            const chained = image.base === undefined ? undefined : builtByImage[image.base][targetName].ref;
+            const chained = image.base === undefined ? undefined : builtByImage[image.base][targetName].ref.apply((ref) => ({ base: ref, runtime: ref }));
             built[targetName] = new TargetImage(targetImageName(image.name, targetName), {
                 image,
                 target,
                 version: build.version,
                 repositoryUrl,
                 cacheRepositoryUrl,
-                credentials: registry.credentials,
-                baseImage: chained ?? viaCache(target.baseImage),
-                runtimeBaseImage: chained ?? viaCache(target.runtimeBaseImage ?? target.baseImage),
+                registries: registry.registries,
+                bases: chained ?? basesOf(target),
                 buildOnPreview: build.buildOnPreview,
                 builder: build.builder,
             });

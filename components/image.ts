@@ -12,7 +12,7 @@ import * as path from "node:path";
 import type { ImageConfig } from "./config";
 import { cacheTag, releaseTag } from "./naming";
 import { type BuiltTarget, digestRef } from "./references";
-import type { RegistryCredentials } from "./registry";
+import type { RegistryCredentials, RegistryLogin } from "./registry";
 import { type HardwareTarget, targetBuildArgs } from "./targets";
 
 export interface TargetImageArgs {
@@ -26,16 +26,23 @@ export interface TargetImageArgs {
     readonly repositoryUrl: pulumi.Input<string>;
     /** URL of the cache repository. */
     readonly cacheRepositoryUrl: pulumi.Input<string>;
-    /** ECR login (secret). */
-    readonly credentials: pulumi.Input<RegistryCredentials>;
-    /** Base image of the build stages, already resolved through the pull-through cache. */
-    readonly baseImage: pulumi.Input<string>;
-    /** Base image of the runtime stage, resolved likewise. */
-    readonly runtimeBaseImage: pulumi.Input<string>;
+    /** docker-build registry logins (a secret): `ImageRegistry.registries`. */
+    readonly registries: pulumi.Input<RegistryLogin[]>;
+    /**
+     * Base images of the build stages and of the runtime stage, already resolved
+     * (through the pull-through cache, or the base image's digest in a chain).
+     */
+    readonly bases: pulumi.Input<BaseImages>;
     /** Build during `pulumi preview` too (`build.buildOnPreview`, default false). */
     readonly buildOnPreview: boolean;
     /** buildx builder to use (`build.builder`); default: the local default builder. */
     readonly builder?: string;
+}
+
+/** The base images a target's build starts from. */
+export interface BaseImages {
+    readonly base: string;
+    readonly runtime: string;
 }
 
 export class TargetImage extends pulumi.ComponentResource {
@@ -55,9 +62,10 @@ export class TargetImage extends pulumi.ComponentResource {
         if (!image.targets.includes(target.name)) {
             throw new Error(`image ${image.name} does not declare target ${target.name}`);
         }
+        // Few Outputs per target: every Output costs the SDK several tracked promises,
+        // and a build stack has hundreds of image x target pairs.
         this.tag = pulumi.interpolate`${args.repositoryUrl}:${releaseTag(args.version, target.name)}`;
         this.cacheRef = pulumi.interpolate`${args.cacheRepositoryUrl}:${cacheTag(target.name)}`;
-        const credentials = pulumi.output(args.credentials);
         const timeout = `${target.buildTimeoutMinutes}m`;
 
         this.image = new dockerbuild.Image(
@@ -70,9 +78,7 @@ export class TargetImage extends pulumi.ComponentResource {
                 // Relative paths keep the inputs identical on every machine (no perpetual diff).
                 context: { location: image.context },
                 dockerfile: { location: path.posix.join(image.context, image.dockerfile) },
-                buildArgs: pulumi
-                    .all([args.baseImage, args.runtimeBaseImage])
-                    .apply(([base, runtimeBase]) => ({ ...image.buildArgs, ...targetBuildArgs(target, base, runtimeBase) })),
+                buildArgs: pulumi.output(args.bases).apply((b) => ({ ...image.buildArgs, ...targetBuildArgs(target, b.base, b.runtime) })),
                 labels: {
                     "org.opencontainers.image.version": args.version,
                     "ml-infra.image": image.name,
@@ -90,27 +96,23 @@ export class TargetImage extends pulumi.ComponentResource {
                         },
                     },
                 ],
-                registries: [
-                    {
-                        address: credentials.address,
-                        username: credentials.username,
-                        password: pulumi.secret(credentials.password),
-                    },
-                ],
+                registries: args.registries,
                 buildOnPreview: args.buildOnPreview,
                 builder: args.builder ? { name: args.builder } : undefined,
             },
             { parent: this, customTimeouts: { create: timeout, update: timeout } },
         );
-        this.ref = pulumi.all([args.repositoryUrl, this.image.digest]).apply(([url, digest]) => digestRef(url, digest));
-        this.built = pulumi.all([this.ref, this.tag, this.cacheRef]).apply(([ref, tag, cacheRef]) => ({
-            ref,
-            digest: ref.slice(ref.indexOf("@") + 1),
-            tag,
-            cacheRef,
-            platform: target.platform,
-            pool: target.pool,
-        }));
+        this.built = pulumi
+            .all([args.repositoryUrl, args.cacheRepositoryUrl, this.image.digest])
+            .apply(([url, cacheUrl, digest]) => ({
+                ref: digestRef(url, digest),
+                digest,
+                tag: `${url}:${releaseTag(args.version, target.name)}`,
+                cacheRef: `${cacheUrl}:${cacheTag(target.name)}`,
+                platform: target.platform,
+                pool: target.pool,
+            }));
+        this.ref = this.built.apply((b) => b.ref);
 
         this.registerOutputs({ tag: this.tag, ref: this.ref, cacheRef: this.cacheRef });
     }
@@ -122,6 +124,7 @@ export interface MultiArchImageArgs {
     /** Digest references of the per-platform images to join. */
     readonly sources: ReadonlyArray<pulumi.Input<string>>;
     readonly repositoryUrl: pulumi.Input<string>;
+    /** ECR login (secret): `ImageRegistry.credentials`. */
     readonly credentials: pulumi.Input<RegistryCredentials>;
 }
 

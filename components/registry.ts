@@ -36,6 +36,9 @@ export interface RegistryCredentials {
     readonly password: string;
 }
 
+/** One entry of a docker-build Image's `registries`. */
+export type RegistryLogin = RegistryCredentials;
+
 export class ImageRegistry extends pulumi.ComponentResource {
     /** Release repository per image name. */
     public readonly repositories: Readonly<Record<string, aws.ecr.Repository>>;
@@ -45,8 +48,10 @@ export class ImageRegistry extends pulumi.ComponentResource {
     public readonly registryHost: pulumi.Output<string>;
     /** Upstream registries whose pull-through rule exists. */
     public readonly pullThroughUpstreams: ReadonlySet<UpstreamKey>;
-    /** ECR login for docker-build; the password is a secret. */
+    /** ECR login for docker-build (a secret). */
     public readonly credentials: pulumi.Output<RegistryCredentials>;
+    /** The same login as a docker-build `registries` list, shared by every image (a secret). */
+    public readonly registries: pulumi.Output<RegistryLogin[]>;
 
     constructor(name: string, args: ImageRegistryArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:ImageRegistry", name, {}, opts);
@@ -111,6 +116,8 @@ export class ImageRegistry extends pulumi.ComponentResource {
                 password,
             })),
         );
+
+        this.registries = this.credentials.apply((c) => [c]);
 
         this.pullThroughUpstreams = this.createPullThroughCache(name, options, tags, encryptionConfigurations);
 
