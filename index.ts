@@ -5,16 +5,20 @@
  *   serve: the digest each service of the environment deploys.
  */
 import * as fs from "node:fs";
+import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { builderName } from "./components/buildkit";
 import { buildOrder } from "./components/chains";
-import { loadStackConfig } from "./components/config";
+import { loadStackConfig, pullThroughPrefixes } from "./components/config";
 import { Environment } from "./components/environment";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/image";
 import { targetImageName } from "./components/naming";
 import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
+import { PrivateNetwork } from "./components/network";
 import { ImageRegistry } from "./components/registry";
-import type { HardwareTarget } from "./components/targets";
+import { BuildRunnerPool, multiArchBuilder, runnerSummaries } from "./components/runners";
+import { type HardwareTarget, POOLS } from "./components/targets";
 
 const config = loadStackConfig(pulumi.runtime.allConfig(), {
     project: pulumi.getProject(),
@@ -30,13 +34,23 @@ const tags: Record<string, string> = {
     "managed-by": "pulumi",
 };
 
-function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Record<string, BuiltImage>> {
+const network = config.network
+    ? new PrivateNetwork("network", { config: config.network, region: aws.config.requireRegion(), tags })
+    : undefined;
+
+interface BuildOutputs {
+    readonly images: pulumi.Output<Record<string, BuiltImage>>;
+    readonly pools: BuildRunnerPool[];
+}
+
+function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
     const registry = new ImageRegistry("registry", {
         prefix: build.repositoryPrefix,
         images: build.images,
         options: build.registry,
         tags,
     });
+    const pools = runnerPools(build, registry);
     // One Output per distinct target, not per image x target.
     const resolvedBases = new Map<string, pulumi.Output<BaseImages>>();
     const basesOf = (target: HardwareTarget) => {
@@ -70,7 +84,8 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
                 registries: registry.registries,
                 bases: chained ?? basesOf(target),
                 buildOnPreview: build.buildOnPreview,
-                builder: build.builder,
+                // With runner pools, each target builds on the pool its catalog entry names.
+                builder: build.runners ? builderName(target.pool) : build.builder,
             });
         }
         builtByImage[image.name] = built;
@@ -93,7 +108,27 @@ function buildSection(build: NonNullable<typeof config.build>): pulumi.Output<Re
                 multiArch: ref ? { tag: `${repository}:${build.version}`, ref } : undefined,
             }));
     }
-    return pulumi.all(images);
+    return { images: pulumi.all(images), pools };
+}
+
+/** One BuildKit runner pool per pool kind in `build.runners.pools`. */
+function runnerPools(build: NonNullable<typeof config.build>, registry: ImageRegistry): BuildRunnerPool[] {
+    const runners = build.runners;
+    if (!runners || !network) return [];
+    const repositoryArns = build.images.flatMap((i) => [registry.repositories[i.name].arn, registry.cacheRepositories[i.name].arn]);
+    return POOLS.filter((pool) => runners.pools[pool] !== undefined).map(
+        (pool) =>
+            new BuildRunnerPool(`runners-${pool}`, {
+                pool,
+                runners,
+                vpcId: network.vpcId,
+                privateSubnetIds: network.privateSubnetIds,
+                repositoryArns,
+                pullThroughPrefixes: pullThroughPrefixes(build.registry),
+                registryHost: registry.registryHost,
+                tags,
+            }),
+    );
 }
 
 function serveSection(serve: NonNullable<typeof config.serve>) {
@@ -108,7 +143,14 @@ function serveSection(serve: NonNullable<typeof config.serve>) {
     );
 }
 
-/** Build stack: per image, its repositories and per target the digest-pinned ref, tag, platform, pool and cache ref. */
-export const images = config.build ? buildSection(config.build) : undefined;
+const built = config.build ? buildSection(config.build) : undefined;
+/** Build stack: per image, its repositories and per target the digest-pinned ref, digest, tag, platform, pool and cache ref. */
+export const images = built?.images;
+/** Build stack: per runner pool, its endpoint, builder name, CI commands and (secret) client certificate and key. */
+export const runners = built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined;
+/** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
+export const multiarchBuilder = built ? multiArchBuilder(built.pools) : undefined;
+/** The network runners and services live in. */
+export const vpc = network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined;
 /** Environment stacks: per service, the digest it deploys and where that digest came from. */
 export const deployments = config.serve ? serveSection(config.serve) : undefined;

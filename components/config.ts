@@ -18,7 +18,10 @@ import {
     resolveTarget,
 } from "./targets";
 import { chainProblems } from "./chains";
+import { buildkitImageProblem } from "./buildkit";
+import { enabledUpstreams } from "./pullthrough";
 import { parseDigestRef, repositoryNameMatchesImage } from "./references";
+import { checkNetwork, checkRunners, networkSchema, runnersSchema } from "./runners-config";
 import { imageRef, name, strict, stringMap } from "./schema";
 
 /** Thrown for bad stack config. Pulumi prints a RunError's message without a stack trace. */
@@ -106,12 +109,13 @@ const imageSchema = strict({
     }).optional(),
 });
 
-const buildSchema = strict({
+export const buildSchema = strict({
     version: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/, "must be a valid image tag of at most 64 characters"),
     repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
     buildOnPreview: z.boolean().default(false),
     builder: z.string().min(1).optional(),
     registry: registrySchema,
+    runners: runnersSchema.optional(),
     targets: targetsSchema,
     images: z.array(imageSchema).min(1, "the build section needs at least one image"),
 });
@@ -137,6 +141,7 @@ const serveSchema = strict({
 
 export const stackConfigSchema = strict({
     costCenter: z.string().min(1).default("ml-platform"),
+    network: networkSchema.optional(),
     build: buildSchema.optional(),
     serve: serveSchema.optional(),
 });
@@ -147,12 +152,14 @@ export type ImageConfig = BuildConfig["images"][number];
 export type RegistryConfig = BuildConfig["registry"];
 export type ServeConfig = NonNullable<RawStackConfig["serve"]>;
 export type ServiceConfig = ServeConfig["services"][number];
+export type { NetworkConfig, RunnersConfig } from "./runners-config";
 
 /** Validated config with every target resolved. */
 export interface StackConfig {
     readonly project: string;
     readonly stack: string;
     readonly costCenter: string;
+    readonly network?: RawStackConfig["network"];
     readonly build?: BuildConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
     readonly serve?: ServeConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
 }
@@ -246,10 +253,14 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     if (!cfg.build && !cfg.serve) {
         report(["build"], "a stack needs a build section, a serve section or both");
     }
+    if (cfg.network) checkNetwork(cfg.network, (keys, message) => report(["network", ...keys], message));
     const build = cfg.build ? checkBuild(cfg.build, raw, options, report, problems) : undefined;
     const serve = cfg.serve ? checkServe(cfg.serve, raw, options, report, problems) : undefined;
+    if (cfg.build?.runners && !cfg.network) {
+        report(["network"], "build.runners needs a network section: runners live in private subnets");
+    }
     if (problems.length > 0) throw new ConfigError(problems);
-    return { project, stack: options.stack, costCenter: cfg.costCenter, build, serve };
+    return { project, stack: options.stack, costCenter: cfg.costCenter, network: cfg.network, build, serve };
 }
 
 type Report = (keys: readonly PathKey[], message: string) => void;
@@ -358,7 +369,19 @@ function checkBuild(
         }
     });
     for (const p of chainProblems(build.images)) report(["build", "images", p.index, p.key], p.message);
+    if (build.runners) {
+        const used = [...new Set(build.images.flatMap((i) => i.targets))].filter((t) => t in targets).map((t) => targets[t]);
+        checkRunners(build.runners, used, (keys, message) => report(["build", "runners", ...keys], message));
+        const problem = buildkitImageProblem(build.runners.buildkitImage, pullThroughPrefixes(build.registry));
+        if (problem) report(["build", "runners", "buildkitImage"], problem);
+        if (build.builder) report(["build", "builder"], "is set by the runner pools when build.runners is configured; remove one of them");
+    }
     return { ...build, resolvedTargets: targets };
+}
+
+/** Prefixes of the pull-through rules the registry config creates. */
+export function pullThroughPrefixes(registry: RegistryConfig): string[] {
+    return enabledUpstreams(registry.pullThrough).map((u) => u.upstream.prefix);
 }
 
 function checkServe(

@@ -61,3 +61,24 @@ export function resolveThroughCache(ref: string, registryHost: string, enabled: 
     if (!upstream) return ref;
     return `${registryHost}/${upstream.prefix}/${image.path}${image.suffix}`;
 }
+
+/** The pull-through options of `build.registry.pullThrough` this module needs. */
+export interface PullThroughOptions {
+    readonly enabled: boolean;
+    readonly ecrPublic: boolean;
+    readonly quay: boolean;
+    readonly dockerHub?: { readonly secretName: string };
+    readonly github?: { readonly secretName: string };
+}
+
+/** The upstreams that get a rule, with the credentials secret of those that need one. */
+export function enabledUpstreams(options: PullThroughOptions): Array<{ readonly upstream: Upstream; readonly secretName?: string }> {
+    if (!options.enabled) return [];
+    const wanted: Record<UpstreamKey, { on: boolean; secretName?: string }> = {
+        ecrPublic: { on: options.ecrPublic },
+        quay: { on: options.quay },
+        dockerHub: { on: options.dockerHub !== undefined, secretName: options.dockerHub?.secretName },
+        github: { on: options.github !== undefined, secretName: options.github?.secretName },
+    };
+    return UPSTREAMS.filter((u) => wanted[u.key].on).map((upstream) => ({ upstream, secretName: wanted[upstream.key].secretName }));
+}

@@ -16,7 +16,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { RegistryConfig } from "./config";
 import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
 import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
-import { UPSTREAMS, type UpstreamKey } from "./pullthrough";
+import { type UpstreamKey, enabledUpstreams } from "./pullthrough";
 
 export interface ImageRegistryArgs {
     /** Repository namespace, e.g. `ml` (config `build.repositoryPrefix`, default `ml`). */
@@ -135,21 +135,9 @@ export class ImageRegistry extends pulumi.ComponentResource {
         encryptionConfigurations: ReadonlyArray<{ encryptionType: string; kmsKey: string | undefined }>,
     ): ReadonlySet<UpstreamKey> {
         const enabled = new Set<UpstreamKey>();
-        const pt = options.pullThrough;
-        if (!pt.enabled) return enabled;
-        const wanted: Record<UpstreamKey, { on: boolean; secretName?: string }> = {
-            ecrPublic: { on: pt.ecrPublic },
-            quay: { on: pt.quay },
-            dockerHub: { on: pt.dockerHub !== undefined, secretName: pt.dockerHub?.secretName },
-            github: { on: pt.github !== undefined, secretName: pt.github?.secretName },
-        };
-        for (const upstream of UPSTREAMS) {
-            const want = wanted[upstream.key];
-            if (!want.on) continue;
+        for (const { upstream, secretName } of enabledUpstreams(options.pullThrough)) {
             // The secret is created (with its value) outside this program; we only look it up.
-            const credentialArn = want.secretName
-                ? aws.secretsmanager.getSecretOutput({ name: want.secretName }, { parent: this }).arn
-                : undefined;
+            const credentialArn = secretName ? aws.secretsmanager.getSecretOutput({ name: secretName }, { parent: this }).arn : undefined;
             new aws.ecr.PullThroughCacheRule(
                 `${name}-ptc-${upstream.prefix}`,
                 { ecrRepositoryPrefix: upstream.prefix, upstreamRegistryUrl: upstream.upstreamRegistryUrl, credentialArn },
@@ -164,7 +152,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
                     // Upstream tags move (e.g. a re-published CUDA patch tag), so cached tags must be updatable.
                     imageTagMutability: "MUTABLE",
                     encryptionConfigurations: [...encryptionConfigurations],
-                    lifecyclePolicy: JSON.stringify(pullThroughLifecyclePolicy(pt.cachedImageExpireDays)),
+                    lifecyclePolicy: JSON.stringify(pullThroughLifecyclePolicy(options.pullThrough.cachedImageExpireDays)),
                     resourceTags: { ...tags, "ml-infra:purpose": "pull-through-cache" },
                 },
                 { parent: this },

@@ -61,7 +61,7 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
         value: '{"version"',
-        allowed: /allowed: build, costCenter, serve/,
+        allowed: /allowed: build, costCenter, network, serve/,
     },
     {
         what: "wrong type",

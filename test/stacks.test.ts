@@ -14,6 +14,7 @@ import { PROJECT } from "./fixtures";
 const BUILD_KEY = `${PROJECT}:build`;
 const SERVE_KEY = `${PROJECT}:serve`;
 const buildStacks = stackNames().filter((s) => BUILD_KEY in stackFileConfig(s));
+type BuildStackConfig = BuildConfig & { runners?: { pools: Record<string, unknown> } };
 const envStacks = stackNames().filter((s) => SERVE_KEY in stackFileConfig(s));
 
 type Inputs = Record<string, unknown>;
@@ -33,7 +34,7 @@ describe("stack files", () => {
 
 describe.each(buildStacks)("build stack %s", (stack) => {
     let ev: Evaluation;
-    const build = stackFileConfig(stack)[BUILD_KEY] as BuildConfig;
+    const build = stackFileConfig(stack)[BUILD_KEY] as BuildStackConfig;
     beforeAll(async () => {
         ev = await evaluate(stack);
     });
@@ -151,6 +152,39 @@ describe.each(buildStacks)("build stack %s", (stack) => {
             const outputs = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
             const multi = img.multiArch as { amd64: string; arm64: string };
             expect(index?.inputs.sources).toEqual([outputs[img.name].targets[multi.amd64].ref, outputs[img.name].targets[multi.arm64].ref]);
+        }
+    });
+
+    it("builds each target on the runner pool its target names, when the stack has runner pools", () => {
+        const runners = build.runners as { pools: Record<string, unknown> } | undefined;
+        const exported = ev.outputs.runners as Record<string, { builder: string; endpoint: string; clientKey: string }> | undefined;
+        const outputs = ev.outputs.images as Record<string, { targets: Record<string, { pool: string }> }>;
+        for (const r of ev.ofType("docker-build:index:Image")) {
+            const builder = (r.inputs.builder as { name?: string } | undefined)?.name;
+            const [img] = r.name.split("-");
+            const target = r.name.slice(img.length + 1, -"-image".length);
+            const pool = outputs[img].targets[target].pool;
+            if (runners) {
+                expect(Object.keys(runners.pools)).toContain(pool);
+                expect(builder).toBe(exported?.[pool].builder);
+                expect(builder).toBe(`ml-${pool}`);
+            } else {
+                expect(builder).toBe(build.builder);
+            }
+        }
+        if (runners) {
+            expect(Object.keys(exported ?? {}).sort()).toEqual(Object.keys(runners.pools).sort());
+            for (const pool of Object.values(exported ?? {})) expect(pool.endpoint).toMatch(/^tcp:\/\/.+\.elb\..+:\d+$/);
+            const poolResources = ev.resources.filter((x) => x.type === "ml-infra:build:BuildRunnerPool");
+            expect(poolResources.map((x) => x.name).sort()).toEqual(Object.keys(runners.pools).map((p) => `runners-${p}`).sort());
+        }
+    });
+
+    it("keeps runner certificates and keys secret", () => {
+        for (const r of ev.ofType("aws:ssm/parameter:Parameter")) expect(r.secretInputs).toContain("value");
+        for (const r of ev.ofType("aws:ec2/launchTemplate:LaunchTemplate")) {
+            const userData = Buffer.from(String(r.inputs.userData), "base64").toString("utf8");
+            expect(userData).not.toMatch(/BEGIN (RSA |EC )?PRIVATE KEY/);
         }
     });
 

@@ -93,10 +93,11 @@ function fakeDigest(...parts: unknown[]): string {
 }
 
 function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown): Record<string, unknown> {
+    const state = { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
     switch (type) {
         case "aws:ecr/repository:Repository":
             return {
-                ...inputs,
+                ...state,
                 repositoryUrl: `${REGISTRY_HOST}/${String(inputs.name)}`,
                 registryId: ACCOUNT,
                 arn: `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/${String(inputs.name)}`,
@@ -104,14 +105,23 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>, 
         case "docker-build:index:Image": {
             const digest = fakeDigest(name, inputs.buildArgs, inputs.target, inputs.platforms);
             const tags = (inputs.tags as string[] | undefined) ?? [];
-            return { ...inputs, digest, ref: tags.length > 0 ? `${tags[0]}@${digest}` : "" };
+            return { ...state, digest, ref: tags.length > 0 ? `${tags[0]}@${digest}` : "" };
         }
         case "docker-build:index:Index":
-            return { ...inputs, ref: `${String(inputs.tag)}@${fakeDigest(name, inputs.sources)}` };
+            return { ...state, ref: `${String(inputs.tag)}@${fakeDigest(name, inputs.sources)}` };
+        case "aws:lb/loadBalancer:LoadBalancer":
+            return { ...state, dnsName: `${name}.elb.${REGION}.amazonaws.com`, arnSuffix: `net/${name}/0123456789abcdef` };
+        case "aws:lb/targetGroup:TargetGroup":
+            return { ...state, arnSuffix: `targetgroup/${name}/0123456789abcdef` };
+        case "tls:index/privateKey:PrivateKey":
+            return { ...state, privateKeyPem: `-----BEGIN PRIVATE KEY-----\nmock-${name}\n-----END PRIVATE KEY-----\n` };
+        case "tls:index/selfSignedCert:SelfSignedCert":
+        case "tls:index/locallySignedCert:LocallySignedCert":
+            return { ...state, certPem: `-----BEGIN CERTIFICATE-----\nmock-${name}\n-----END CERTIFICATE-----\n` };
         case "pulumi:pulumi:StackReference":
             return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [] };
         default:
-            return { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
+            return state;
     }
 }
 

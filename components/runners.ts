@@ -1,0 +1,609 @@
+/**
+ * BuildRunnerPool: one pool of BuildKit machines (amd64, arm64 or gpu) on EC2.
+ *
+ * - launch template: AMI from an SSM public parameter (`resolve:ssm:`), IMDSv2
+ *   required with hop limit 1, no public IP, no SSH key, encrypted gp3 root
+ *   volume, instance profile; cloud-init user data that installs buildkitd and
+ *   runs it under systemd with mutual TLS (./buildkit renders it; no secret in
+ *   it: the server key is an SSM SecureString the instance reads at boot);
+ * - Auto Scaling group: min 0, max from config, spot over several instance
+ *   types with an on-demand base, capacity rebalance; `desiredCapacity` is
+ *   owned by CI and the idle alarm, never by `pulumi up`;
+ * - an internal Network Load Balancer on the buildkitd port (the stable
+ *   endpoint); its security group admits only the configured CI sources and
+ *   the runners' security group admits only the load balancer;
+ * - scale to zero: an alarm on "capacity > 0 and no connection" for N minutes,
+ *   and optional scheduled actions;
+ * - IAM: ECR push/pull on the project's repositories only, pull-through under
+ *   `<prefix>/*`, its own log group and key parameter, SSM core.
+ *
+ * Everything decided here is computed by pure functions (./buildkit,
+ * ./runner-iam and the helpers below) so tests call them directly.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
+import {
+    type BuilderNode,
+    buildkitImageProblem,
+    buildkitImageRef,
+    builderName,
+    buildxCreateCommands,
+    certInstallCommands,
+    cloudInit,
+    multiNodeBuilderCommands,
+    poolPlatform,
+    scaleUpCommand,
+    upstreamKeysOf,
+    waitHealthyCommand,
+    MULTIARCH_BUILDER,
+} from "./buildkit";
+import { ec2AssumeRolePolicy, parseRegistryHost, runnerPolicy, ssmManagedInstanceCoreArn } from "./runner-iam";
+import { type PoolConfig, type RunnersConfig, checkRunners } from "./runners-config";
+import type { Platform, Pool } from "./targets";
+
+// ------------------------------------------------------------ pure helpers
+
+/** Longest component name: `<name>-nlb` / `<name>-tg` plus Pulumi's 8-character suffix must fit AWS's 32. */
+export const MAX_POOL_NAME_LENGTH = 20;
+/** Root device of the AL2023 and DLAMI (AL2023) images. */
+export const ROOT_DEVICE = "/dev/xvda";
+/** NLB TCP idle timeout: long enough for quiet stretches of a multi-hour build. */
+export const TCP_IDLE_TIMEOUT_SECONDS = 3600;
+/** Boot (docker, image pull, CDI) before the load balancer's health check counts. */
+export const HEALTH_CHECK_GRACE_SECONDS = 600;
+export const CA_VALIDITY_HOURS = 10 * 365 * 24;
+/** `pulumi up` re-issues a certificate in its last 30 days. */
+export const EARLY_RENEWAL_HOURS = 30 * 24;
+
+/** One ingress source of the load balancer's security group. */
+export interface IngressSource {
+    /** Stable slug for the rule's resource name (independent of order in config). */
+    readonly key: string;
+    readonly cidrIpv4?: string;
+    readonly referencedSecurityGroupId?: string;
+    readonly description: string;
+}
+
+/** The CI sources as ingress rules, sorted by key. */
+export function ciIngressSources(ci: RunnersConfig["ciSources"]): IngressSource[] {
+    const sources: IngressSource[] = [
+        ...ci.securityGroupIds.map((id) => ({ key: id, referencedSecurityGroupId: id, description: `buildkitd from CI security group ${id}` })),
+        ...ci.cidrs.map((c) => ({ key: `cidr-${c.replace(/[./]/g, "-")}`, cidrIpv4: c, description: `buildkitd from CI range ${c}` })),
+    ];
+    const unique = new Map(sources.map((s) => [s.key, s]));
+    return [...unique.values()].sort((a, b) => a.key.localeCompare(b.key));
+}
+
+/** 1 for a minute when the pool has capacity and nobody is connected, else 0. */
+export const IDLE_EXPRESSION = "IF(FILL(desired, 0) > 0 AND FILL(flows, 0) == 0, 1, 0)";
+
+/**
+ * Metric math for the idle alarm: the load balancer's active flows and the
+ * group's desired capacity, per minute. Alarming on "capacity and no flows"
+ * (rather than "no flows") means a pool that CI just raised is not scaled
+ * back in while it boots, and a pool at zero is never "in alarm".
+ */
+export interface MetricQuery<T> {
+    readonly id: string;
+    readonly returnData: boolean;
+    readonly expression?: string;
+    readonly label?: string;
+    readonly metric?: {
+        readonly namespace: string;
+        readonly metricName: string;
+        readonly stat: string;
+        readonly period: number;
+        readonly dimensions: Record<string, T>;
+    };
+}
+
+export function idleAlarmQueries<T>(o: { readonly loadBalancer: T; readonly autoScalingGroupName: T }, periodSeconds = 60): MetricQuery<T>[] {
+    return [
+        {
+            id: "flows",
+            returnData: false,
+            metric: { namespace: "AWS/NetworkELB", metricName: "ActiveFlowCount", stat: "Maximum", period: periodSeconds, dimensions: { LoadBalancer: o.loadBalancer } },
+        },
+        {
+            id: "desired",
+            returnData: false,
+            metric: {
+                namespace: "AWS/AutoScaling",
+                metricName: "GroupDesiredCapacity",
+                stat: "Maximum",
+                period: periodSeconds,
+                dimensions: { AutoScalingGroupName: o.autoScalingGroupName },
+            },
+        },
+        { id: "idle", expression: IDLE_EXPRESSION, label: "pool has capacity and no connection", returnData: true },
+    ];
+}
+
+/** Tags of the group, propagated to its instances, sorted by key. */
+export function asgTags(tags: Readonly<Record<string, string>>): Array<{ key: string; value: string; propagateAtLaunch: boolean }> {
+    return Object.keys(tags)
+        .sort()
+        .map((key) => ({ key, value: tags[key], propagateAtLaunch: true }));
+}
+
+/** What the build stack exports per pool; CI reads it. */
+export interface RunnerSummary {
+    readonly pool: Pool;
+    readonly platform: Platform;
+    /** buildx builder name (TargetImage `builder`). */
+    readonly builder: string;
+    /** `tcp://<nlb dns>:<port>` */
+    readonly endpoint: string;
+    /** TLS server name: the load balancer's DNS name (in the server certificate's SANs). */
+    readonly serverName: string;
+    readonly autoScalingGroupName: string;
+    readonly targetGroupArn: string;
+    readonly caCert: string;
+    /** Secret. */
+    readonly clientCert: string;
+    /** Secret. */
+    readonly clientKey: string;
+    /** Raises the pool to one instance unless it already has capacity. */
+    readonly scaleUpCommand: string;
+    /** Waits for a healthy target behind the endpoint (fails after 20 minutes). */
+    readonly waitHealthyCommand: string;
+    /** Writes ca.pem, cert.pem and key.pem from this stack's output. */
+    readonly certInstallCommands: readonly string[];
+    /** `docker buildx create --driver remote ...` for this pool's builder. */
+    readonly buildxCreateCommands: readonly string[];
+}
+
+// ---------------------------------------------------------------- component
+
+export interface BuildRunnerPoolArgs {
+    /** Pool kind: `amd64`, `arm64` or `gpu`; its config is `runners.pools[pool]`, which must exist. Required. */
+    readonly pool: Pool;
+    /** The validated `build.runners` section (port, CI sources, buildkit image, schedule, pools). Required. */
+    readonly runners: RunnersConfig;
+    /** VPC of the runners (PrivateNetwork.vpcId). Required. */
+    readonly vpcId: pulumi.Input<string>;
+    /** Private subnets, at least two zones (PrivateNetwork.privateSubnetIds). Required. */
+    readonly privateSubnetIds: pulumi.Input<pulumi.Input<string>[]>;
+    /** The project's release and cache repository ARNs: ECR push/pull is scoped to exactly these. Required, non-empty. */
+    readonly repositoryArns: ReadonlyArray<pulumi.Input<string>>;
+    /** Pull-through prefixes with a rule (e.g. ecr-public, quay, docker-hub, github): registry mirrors and IAM. Required (may be empty). */
+    readonly pullThroughPrefixes: readonly string[];
+    /** `<account>.dkr.ecr.<region>.amazonaws.com` (ImageRegistry.registryHost). Required. */
+    readonly registryHost: pulumi.Input<string>;
+    /** Tags put on every taggable resource (cost allocation). Required. */
+    readonly tags: Readonly<Record<string, string>>;
+    /** Stack CI reads the certificates from. Default: this stack. */
+    readonly outputStack?: string;
+    /** Stack output holding `runnerSummaries(...)` (`<output>.<pool>.clientKey` ...). Default `runners`. */
+    readonly outputName?: string;
+}
+
+export class BuildRunnerPool extends pulumi.ComponentResource {
+    public readonly pool: Pool;
+    public readonly platform: Platform;
+    /** buildx builder name CI creates for this pool (TargetImage `builder`). */
+    public readonly builder: string;
+    /** `tcp://<nlb dns>:<port>` */
+    public readonly endpoint: pulumi.Output<string>;
+    public readonly node: pulumi.Output<BuilderNode>;
+    public readonly autoScalingGroup: aws.autoscaling.Group;
+    public readonly targetGroup: aws.lb.TargetGroup;
+    public readonly loadBalancer: aws.lb.LoadBalancer;
+    public readonly launchTemplate: aws.ec2.LaunchTemplate;
+    public readonly role: aws.iam.Role;
+    public readonly caCertPem: pulumi.Output<string>;
+    /** Secret. */
+    public readonly clientCertPem: pulumi.Output<string>;
+    /** Secret. */
+    public readonly clientKeyPem: pulumi.Output<string>;
+    public readonly summary: pulumi.Output<RunnerSummary>;
+
+    constructor(name: string, args: BuildRunnerPoolArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ml-infra:build:BuildRunnerPool", name, {}, opts);
+        const { pool, runners } = args;
+        const config = validate(name, args);
+        const port = runners.port;
+        this.pool = pool;
+        this.platform = poolPlatform(pool);
+        this.builder = builderName(pool);
+        const tags = { ...args.tags, "ml-infra:pool": pool };
+        const tagged = (role: string) => ({ ...tags, Name: `${name}-${role}` });
+        const scope = `/${pulumi.getProject()}/${pulumi.getStack()}/buildkit/${name}`;
+        const registry = pulumi.output(args.registryHost).apply(parseRegistryHost);
+
+        // ------------------------------------------------ logs, network, load balancer
+        const logGroup = new aws.cloudwatch.LogGroup(
+            `${name}-logs`,
+            { name: scope, retentionInDays: runners.logRetentionDays, tags: tagged("logs") },
+            { parent: this },
+        );
+
+        const lbSg = new aws.ec2.SecurityGroup(
+            `${name}-lb-sg`,
+            { vpcId: args.vpcId, description: `BuildKit ${pool} endpoint: port ${port} from CI only`, tags: tagged("lb-sg") },
+            { parent: this },
+        );
+        const sg = new aws.ec2.SecurityGroup(
+            `${name}-sg`,
+            { vpcId: args.vpcId, description: `BuildKit ${pool} runners: port ${port} from the load balancer only`, tags: tagged("sg") },
+            { parent: this },
+        );
+        for (const source of ciIngressSources(runners.ciSources)) {
+            new aws.vpc.SecurityGroupIngressRule(
+                `${name}-lb-from-${source.key}`,
+                {
+                    securityGroupId: lbSg.id,
+                    ipProtocol: "tcp",
+                    fromPort: port,
+                    toPort: port,
+                    cidrIpv4: source.cidrIpv4,
+                    referencedSecurityGroupId: source.referencedSecurityGroupId,
+                    description: source.description,
+                    tags: tagged("lb-from-ci"),
+                },
+                { parent: this },
+            );
+        }
+        new aws.vpc.SecurityGroupEgressRule(
+            `${name}-lb-to-runners`,
+            {
+                securityGroupId: lbSg.id,
+                ipProtocol: "tcp",
+                fromPort: port,
+                toPort: port,
+                referencedSecurityGroupId: sg.id,
+                description: "traffic and health checks to the runners",
+                tags: tagged("lb-to-runners"),
+            },
+            { parent: this },
+        );
+        new aws.vpc.SecurityGroupIngressRule(
+            `${name}-from-lb`,
+            {
+                securityGroupId: sg.id,
+                ipProtocol: "tcp",
+                fromPort: port,
+                toPort: port,
+                referencedSecurityGroupId: lbSg.id,
+                description: "buildkitd from the load balancer only",
+                tags: tagged("from-lb"),
+            },
+            { parent: this },
+        );
+        new aws.vpc.SecurityGroupEgressRule(
+            `${name}-egress`,
+            {
+                securityGroupId: sg.id,
+                ipProtocol: "-1",
+                cidrIpv4: "0.0.0.0/0",
+                description: "build steps fetch packages (via NAT); ECR, S3, SSM and logs go through the VPC endpoints",
+                tags: tagged("egress"),
+            },
+            { parent: this },
+        );
+
+        this.loadBalancer = new aws.lb.LoadBalancer(
+            `${name}-nlb`,
+            {
+                internal: true,
+                loadBalancerType: "network",
+                subnets: args.privateSubnetIds,
+                securityGroups: [lbSg.id],
+                // One instance in one zone must be reachable through every zone's address.
+                enableCrossZoneLoadBalancing: true,
+                ipAddressType: "ipv4",
+                tags: tagged("nlb"),
+            },
+            { parent: this },
+        );
+        this.targetGroup = new aws.lb.TargetGroup(
+            `${name}-tg`,
+            {
+                port,
+                protocol: "TCP",
+                targetType: "instance",
+                vpcId: args.vpcId,
+                deregistrationDelay: 30,
+                healthCheck: { enabled: true, protocol: "TCP", port: "traffic-port", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
+                tags: tagged("tg"),
+            },
+            { parent: this },
+        );
+        new aws.lb.Listener(
+            `${name}-listener`,
+            {
+                loadBalancerArn: this.loadBalancer.arn,
+                port,
+                protocol: "TCP",
+                tcpIdleTimeoutSeconds: TCP_IDLE_TIMEOUT_SECONDS,
+                defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
+                tags: tagged("listener"),
+            },
+            { parent: this },
+        );
+        const dnsName = this.loadBalancer.dnsName;
+
+        // ------------------------------------------------------------- mutual TLS
+        const validityHours = runners.certificateValidityDays * 24;
+        const key = (role: string) => new tls.PrivateKey(`${name}-${role}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
+        const caKey = key("ca");
+        const ca = new tls.SelfSignedCert(
+            `${name}-ca`,
+            {
+                privateKeyPem: caKey.privateKeyPem,
+                isCaCertificate: true,
+                allowedUses: ["cert_signing", "crl_signing", "digital_signature"],
+                validityPeriodHours: CA_VALIDITY_HOURS,
+                subject: { commonName: `${name} BuildKit CA`, organization: pulumi.getProject() },
+            },
+            { parent: this },
+        );
+        const issue = (role: "server" | "client", privateKeyPem: pulumi.Input<string>, dnsNames?: pulumi.Input<pulumi.Input<string>[]>) => {
+            const csr = new tls.CertRequest(
+                `${name}-${role}-csr`,
+                {
+                    privateKeyPem,
+                    subject: { commonName: role === "server" ? `buildkitd ${name}` : `ci ${name}`, organization: pulumi.getProject() },
+                    dnsNames,
+                    ipAddresses: role === "server" ? ["127.0.0.1"] : undefined,
+                },
+                { parent: this },
+            );
+            return new tls.LocallySignedCert(
+                `${name}-${role}-cert`,
+                {
+                    certRequestPem: csr.certRequestPem,
+                    caPrivateKeyPem: caKey.privateKeyPem,
+                    caCertPem: ca.certPem,
+                    validityPeriodHours: validityHours,
+                    earlyRenewalHours: EARLY_RENEWAL_HOURS,
+                    allowedUses: ["digital_signature", "key_encipherment", role === "server" ? "server_auth" : "client_auth"],
+                },
+                { parent: this },
+            );
+        };
+        const serverKey = key("server");
+        // The name clients dial (the load balancer) must be in the server certificate.
+        const serverCert = issue("server", serverKey.privateKeyPem, pulumi.output(dnsName).apply((dns) => [dns, "localhost"]));
+        const clientKey = key("client");
+        const clientCert = issue("client", clientKey.privateKeyPem);
+
+        const serverKeyParam = new aws.ssm.Parameter(
+            `${name}-server-key-param`,
+            {
+                name: `${scope}/server-key`,
+                type: "SecureString",
+                value: pulumi.secret(serverKey.privateKeyPem),
+                description: `TLS key of the ${pool} buildkitd servers (read at boot)`,
+                tags: tagged("server-key-param"),
+            },
+            { parent: this },
+        );
+
+        // ---------------------------------------------------------------- IAM
+        this.role = new aws.iam.Role(
+            `${name}-role`,
+            {
+                description: `BuildKit ${pool} runners`,
+                assumeRolePolicy: registry.apply((loc) => JSON.stringify(ec2AssumeRolePolicy(loc))),
+                tags: tagged("role"),
+            },
+            { parent: this },
+        );
+        new aws.iam.RolePolicy(
+            `${name}-policy`,
+            {
+                role: this.role.id,
+                policy: pulumi
+                    .all([registry, pulumi.all([...args.repositoryArns]), logGroup.arn, serverKeyParam.arn])
+                    .apply(([loc, repositoryArns, logGroupArn, serverKeyParameterArn]) =>
+                        JSON.stringify(
+                            runnerPolicy({ registry: loc, repositoryArns, pullThroughPrefixes: args.pullThroughPrefixes, logGroupArn, serverKeyParameterArn }),
+                        ),
+                    ),
+            },
+            { parent: this },
+        );
+        new aws.iam.RolePolicyAttachment(
+            `${name}-ssm-core`,
+            { role: this.role.name, policyArn: registry.apply((loc) => ssmManagedInstanceCoreArn(loc.partition)) },
+            { parent: this },
+        );
+        const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags: tagged("profile") }, { parent: this });
+
+        // ------------------------------------------------------- launch template
+        const userData = pulumi
+            .all([args.registryHost, ca.certPem, serverCert.certPem, logGroup.name])
+            .apply(([registryHost, caCertPem, serverCertPem, logGroupName]) => {
+                const { region } = parseRegistryHost(registryHost);
+                const text = cloudInit({
+                    pool,
+                    port,
+                    volumeGiB: config.volumeGiB,
+                    maxParallelism: config.maxParallelism,
+                    registryHost,
+                    pullThroughPrefixes: args.pullThroughPrefixes,
+                    region,
+                    image: buildkitImageRef(runners.buildkitImage, registryHost, args.pullThroughPrefixes),
+                    serverKeyParameter: `${scope}/server-key`,
+                    caCertPem,
+                    serverCertPem,
+                    logGroupName,
+                });
+                return Buffer.from(text, "utf8").toString("base64");
+            });
+        this.launchTemplate = new aws.ec2.LaunchTemplate(
+            `${name}-lt`,
+            {
+                description: `BuildKit ${pool} runners (${name})`,
+                // Resolved at launch: a new AMI needs no template change.
+                imageId: `resolve:ssm:${config.amiParameter}`,
+                updateDefaultVersion: true,
+                metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
+                networkInterfaces: [{ deviceIndex: 0, associatePublicIpAddress: "false", deleteOnTermination: "true", securityGroups: [sg.id] }],
+                blockDeviceMappings: [
+                    {
+                        deviceName: ROOT_DEVICE,
+                        ebs: {
+                            volumeSize: config.volumeGiB,
+                            volumeType: "gp3",
+                            iops: config.volumeIops,
+                            throughput: config.volumeThroughputMiBps,
+                            encrypted: "true",
+                            deleteOnTermination: "true",
+                        },
+                    },
+                ],
+                iamInstanceProfile: { arn: profile.arn },
+                instanceInitiatedShutdownBehavior: "terminate",
+                monitoring: { enabled: false },
+                userData,
+                tagSpecifications: ["instance", "network-interface", "volume"].map((resourceType) => ({ resourceType, tags: tagged("runner") })),
+                tags: tagged("lt"),
+            },
+            { parent: this },
+        );
+
+        // ---------------------------------------------------------- Auto Scaling
+        this.autoScalingGroup = new aws.autoscaling.Group(
+            `${name}-asg`,
+            {
+                // A fixed name: CI's scale-up command and the alarm name it, and it must be unique per account and region.
+                name: `${pulumi.getProject()}-${pulumi.getStack()}-${name}`,
+                minSize: 0,
+                maxSize: config.maxSize,
+                vpcZoneIdentifiers: args.privateSubnetIds,
+                capacityRebalance: true,
+                mixedInstancesPolicy: {
+                    instancesDistribution: {
+                        onDemandBaseCapacity: config.onDemandBaseCapacity,
+                        onDemandPercentageAboveBaseCapacity: config.onDemandPercentageAboveBaseCapacity,
+                        onDemandAllocationStrategy: "lowest-price",
+                        spotAllocationStrategy: "price-capacity-optimized",
+                    },
+                    launchTemplate: {
+                        launchTemplateSpecification: { launchTemplateId: this.launchTemplate.id, version: "$Latest" },
+                        overrides: [...new Set(config.instanceTypes)].sort().map((instanceType) => ({ instanceType })),
+                    },
+                },
+                targetGroupArns: [this.targetGroup.arn],
+                healthCheckType: "ELB",
+                healthCheckGracePeriod: HEALTH_CHECK_GRACE_SECONDS,
+                enabledMetrics: ["GroupDesiredCapacity", "GroupInServiceInstances"],
+                metricsGranularity: "1Minute",
+                // Nothing to wait for at min 0; CI waits for a healthy target itself.
+                waitForCapacityTimeout: "0",
+                tags: asgTags(tagged("runner")),
+            },
+            // Desired capacity belongs to CI, the idle alarm and the schedule: a `pulumi up`
+            // in the middle of a build must not reset it (and kill the build).
+            { parent: this, ignoreChanges: ["desiredCapacity"] },
+        );
+        const asgName = this.autoScalingGroup.name;
+
+        const toZero = new aws.autoscaling.Policy(
+            `${name}-scale-to-zero`,
+            { autoscalingGroupName: asgName, policyType: "SimpleScaling", adjustmentType: "ExactCapacity", scalingAdjustment: 0, cooldown: 60 },
+            { parent: this },
+        );
+        new aws.cloudwatch.MetricAlarm(
+            `${name}-idle`,
+            {
+                alarmDescription: `No connection to the ${pool} BuildKit endpoint for ${config.idleMinutes} minutes while the pool has capacity: scale it to zero`,
+                comparisonOperator: "GreaterThanOrEqualToThreshold",
+                threshold: 1,
+                evaluationPeriods: config.idleMinutes,
+                datapointsToAlarm: config.idleMinutes,
+                treatMissingData: "notBreaching",
+                metricQueries: idleAlarmQueries({ loadBalancer: this.loadBalancer.arnSuffix, autoScalingGroupName: asgName }),
+                alarmActions: [toZero.arn],
+                tags: tagged("idle"),
+            },
+            { parent: this },
+        );
+        const schedule = runners.scaleToZeroSchedule;
+        schedule?.recurrences.forEach((recurrence, i) => {
+            new aws.autoscaling.Schedule(
+                `${name}-offhours-${i}`,
+                {
+                    autoscalingGroupName: asgName,
+                    scheduledActionName: `${name}-scale-to-zero-${i}`,
+                    recurrence,
+                    timeZone: schedule.timeZone,
+                    minSize: 0,
+                    maxSize: -1,
+                    desiredCapacity: 0,
+                },
+                { parent: this },
+            );
+        });
+
+        // ------------------------------------------------------------- outputs
+        this.endpoint = pulumi.interpolate`tcp://${dnsName}:${port}`;
+        this.node = pulumi.output(dnsName).apply((dns) => ({ pool, endpoint: `tcp://${dns}:${port}`, serverName: dns }));
+        this.caCertPem = ca.certPem;
+        this.clientCertPem = pulumi.secret(clientCert.certPem);
+        this.clientKeyPem = pulumi.secret(clientKey.privateKeyPem);
+        const certCommands = certInstallCommands({ pool, stack: args.outputStack ?? pulumi.getStack(), output: args.outputName ?? "runners" });
+        this.summary = pulumi
+            .all([registry, this.node, asgName, this.targetGroup.arn, this.caCertPem, this.clientCertPem, this.clientKeyPem])
+            .apply(([loc, node, autoScalingGroupName, targetGroupArn, caCert, clientCertPem, clientKeyPem]) => ({
+                pool,
+                platform: this.platform,
+                builder: this.builder,
+                endpoint: node.endpoint,
+                serverName: node.serverName,
+                autoScalingGroupName,
+                targetGroupArn,
+                caCert,
+                clientCert: clientCertPem,
+                clientKey: clientKeyPem,
+                scaleUpCommand: scaleUpCommand({ region: loc.region, autoScalingGroupName }),
+                waitHealthyCommand: waitHealthyCommand({ region: loc.region, targetGroupArn }),
+                certInstallCommands: certCommands,
+                buildxCreateCommands: buildxCreateCommands(node),
+            }));
+
+        this.registerOutputs({ endpoint: this.endpoint, builder: this.builder, autoScalingGroupName: asgName });
+    }
+}
+
+/** Throws early on contradictory args; returns the pool's config. */
+function validate(name: string, args: BuildRunnerPoolArgs): PoolConfig {
+    const problems: string[] = [];
+    if (name.length > MAX_POOL_NAME_LENGTH) {
+        problems.push(`name "${name}" is longer than ${MAX_POOL_NAME_LENGTH} characters (load balancer and target group names are limited to 32)`);
+    }
+    const config = args.runners.pools[args.pool];
+    if (!config) throw new Error(`BuildRunnerPool ${name}: build.runners.pools.${args.pool} is not configured`);
+    checkRunners({ ...args.runners, pools: { [args.pool]: config } }, [], (keys, message) => problems.push(`build.runners.${keys.join(".")}: ${message}`));
+    if (args.repositoryArns.length === 0) problems.push("repositoryArns is empty: the runners need the project's repositories");
+    try {
+        upstreamKeysOf(args.pullThroughPrefixes);
+        const imageProblem = buildkitImageProblem(args.runners.buildkitImage, args.pullThroughPrefixes);
+        if (imageProblem) problems.push(`build.runners.buildkitImage: ${imageProblem}`);
+    } catch (error) {
+        problems.push((error as Error).message);
+    }
+    if (problems.length > 0) throw new Error(`BuildRunnerPool ${name}:\n  - ${problems.join("\n  - ")}`);
+    return config;
+}
+
+/** Every pool's summary, keyed by pool: the build stack's `runners` output. */
+export function runnerSummaries(pools: readonly BuildRunnerPool[]): pulumi.Output<Record<string, RunnerSummary>> {
+    const sorted = [...pools].sort((a, b) => a.pool.localeCompare(b.pool));
+    return pulumi.all(sorted.map((p) => p.summary)).apply((summaries) => Object.fromEntries(summaries.map((s) => [s.pool, s])));
+}
+
+/**
+ * The multi-node builder (`ml-multiarch`): the amd64 pool's node and the
+ * arm64 pool's node, each building its platform natively. Undefined unless
+ * both pools exist.
+ */
+export function multiArchBuilder(pools: readonly BuildRunnerPool[]): pulumi.Output<{ name: string; commands: string[] }> | undefined {
+    const amd64 = pools.find((p) => p.pool === "amd64");
+    const arm64 = pools.find((p) => p.pool === "arm64");
+    if (!amd64 || !arm64) return undefined;
+    return pulumi.all([amd64.node, arm64.node]).apply((nodes) => ({ name: MULTIARCH_BUILDER, commands: multiNodeBuilderCommands(nodes) }));
+}
