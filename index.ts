@@ -17,7 +17,7 @@ import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
 import { PrivateNetwork } from "./components/network";
 import { ImageRegistry } from "./components/registry";
-import { BuildRunnerPool, multiArchBuilder, runnerSummaries } from "./components/runners";
+import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/runners";
 import { type HardwareTarget, POOLS } from "./components/targets";
 
 const config = loadStackConfig(pulumi.runtime.allConfig(), {
@@ -149,7 +149,7 @@ export const images = built?.images;
 /** Build stack: per runner pool, its endpoint, builder name, CI commands and (secret) client certificate and key. */
 export const runners = built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined;
 /** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
-export const multiarchBuilder = built ? multiArchBuilder(built.pools) : undefined;
+export const multiArchBuilder = built ? multiArchBuilderOf(built.pools) : undefined;
 /** The network runners and services live in. */
 export const vpc = network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined;
 /** Environment stacks: per service, the digest it deploys and where that digest came from. */
