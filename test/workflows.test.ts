@@ -96,9 +96,15 @@ describe("GitHub workflows", () => {
             const job = up.jobs.up;
             expect(job.environment).toBe("${{ inputs.environment }}");
             expect(job.concurrency).toEqual({ group: "pulumi-${{ inputs.stack }}", "cancel-in-progress": false });
-            const pulumi = (job.steps ?? []).find((s) => s.uses?.startsWith("pulumi/actions@"));
+            const pulumi = (job.steps ?? []).find((s) => s.uses?.startsWith("pulumi/actions@") && s.with?.command);
             expect(pulumi?.with).toMatchObject({ command: "up", policyPacks: "policy" });
             expect(text("pulumi-up.yml")).not.toMatch(/aws-access-key-id|aws-secret-access-key/);
+            const steps = job.steps ?? [];
+            const prepare = steps.findIndex((s) => (s.run ?? "").startsWith("scripts/ci/prepare-builders.sh"));
+            const upStep = steps.findIndex((s) => s.with?.command === "up");
+            expect(prepare).toBeGreaterThan(-1);
+            expect(prepare).toBeLessThan(upStep);
+            expect(fs.existsSync(path.join(ROOT, "scripts/ci/prepare-builders.sh"))).toBe(true);
         });
     });
 });
