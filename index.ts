@@ -10,9 +10,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { builderName } from "./components/buildkit";
 import { buildOrder } from "./components/chains";
 import { loadStackConfig, pullThroughPrefixes } from "./components/config";
+import { BuildDashboard } from "./components/dashboard";
 import { Environment } from "./components/environment";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/image";
-import { targetImageName } from "./components/naming";
+import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/naming";
 import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
 import { PrivateNetwork } from "./components/network";
@@ -51,6 +52,15 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
         tags,
     });
     const pools = runnerPools(build, registry);
+    new BuildDashboard("dashboard", {
+        region: aws.config.requireRegion(),
+        pools: pools.map((p) => ({ pool: p.pool, autoScalingGroupName: p.autoScalingGroup.name })),
+        repositories: build.images.flatMap((i) => [
+            imageRepositoryName(build.repositoryPrefix, i.name),
+            cacheRepositoryName(build.repositoryPrefix, i.name),
+        ]),
+        tags,
+    });
     // One Output per distinct target, not per image x target.
     const resolvedBases = new Map<string, pulumi.Output<BaseImages>>();
     const basesOf = (target: HardwareTarget) => {

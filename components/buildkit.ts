@@ -370,6 +370,29 @@ export const BUILDKIT_BINARIES = [
     "buildkitd",
 ] as const;
 
+/** CloudWatch namespace of the runners' own metrics (disk use of the BuildKit volume, memory). */
+export const RUNNER_METRICS_NAMESPACE = "ML-Infra/BuildRunners";
+export const CLOUDWATCH_AGENT_CONFIG_PATH = "/opt/aws/amazon-cloudwatch-agent/etc/ml-infra.json";
+
+/**
+ * CloudWatch agent config: disk use of the root volume (which holds
+ * /var/lib/buildkit) and memory, per Auto Scaling group, every minute.
+ */
+export function cloudWatchAgentConfig(): Record<string, unknown> {
+    return {
+        agent: { metrics_collection_interval: 60 },
+        metrics: {
+            namespace: RUNNER_METRICS_NAMESPACE,
+            append_dimensions: { AutoScalingGroupName: "${aws:AutoScalingGroupName}" },
+            aggregation_dimensions: [["AutoScalingGroupName"]],
+            metrics_collected: {
+                disk: { measurement: ["used_percent"], resources: ["/"], drop_device: true },
+                mem: { measurement: ["used_percent"] },
+            },
+        },
+    };
+}
+
 export interface BootstrapOptions {
     readonly pool: Pool;
     readonly region: string;
@@ -406,6 +429,10 @@ export function bootstrapScript(o: BootstrapOptions): string {
     if (o.pool === "gpu") {
         lines.push("install -d /etc/cdi", `nvidia-ctk cdi generate --output=${NVIDIA_CDI_SPEC}`);
     }
+    lines.push(
+        "command -v amazon-cloudwatch-agent-ctl >/dev/null || dnf install -y amazon-cloudwatch-agent",
+        `amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${CLOUDWATCH_AGENT_CONFIG_PATH}`,
+    );
     lines.push("systemctl daemon-reload", "systemctl enable --now buildkitd.service buildkitd-logs.service", "");
     return lines.join("\n");
 }
@@ -435,6 +462,7 @@ export function cloudConfig(o: CloudInitOptions): { write_files: WriteFile[]; ru
         file("/etc/systemd/system/buildkitd.service", renderUnit(buildkitdUnit(o.pool))),
         file("/etc/systemd/system/buildkitd-logs.service", renderUnit(logShipperUnit({ region: o.region, logGroupName: o.logGroupName, image: o.image }))),
         file(BOOTSTRAP_PATH, bootstrapScript(o), "0755"),
+        file(CLOUDWATCH_AGENT_CONFIG_PATH, `${JSON.stringify(cloudWatchAgentConfig(), null, 2)}\n`),
     ].sort((a, b) => a.path.localeCompare(b.path));
     return { write_files: files, runcmd: [[BOOTSTRAP_PATH]] };
 }

@@ -93,6 +93,11 @@ export function ssmManagedInstanceCoreArn(partition: string): string {
     return `arn:${partition}:iam::aws:policy/AmazonSSMManagedInstanceCore`;
 }
 
+/** AWS managed policy of the CloudWatch agent (cloudwatch:PutMetricData takes no resource scope). */
+export function cloudWatchAgentServerPolicyArn(partition: string): string {
+    return `arn:${partition}:iam::aws:policy/CloudWatchAgentServerPolicy`;
+}
+
 /** ARN pattern of the repositories a pull-through prefix creates. */
 export function pullThroughRepositoryArn(location: RegistryLocation, prefix: string): string {
     if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(prefix)) throw new Error(`not a pull-through prefix: ${JSON.stringify(prefix)}`);

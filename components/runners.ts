@@ -38,7 +38,7 @@ import {
     waitHealthyCommand,
     MULTIARCH_BUILDER,
 } from "./buildkit";
-import { ec2AssumeRolePolicy, parseRegistryHost, runnerPolicy, ssmManagedInstanceCoreArn } from "./runner-iam";
+import { cloudWatchAgentServerPolicyArn, ec2AssumeRolePolicy, parseRegistryHost, runnerPolicy, ssmManagedInstanceCoreArn } from "./runner-iam";
 import { type PoolConfig, type RunnersConfig, checkRunners } from "./runners-config";
 import type { Platform, Pool } from "./targets";
 
@@ -408,6 +408,11 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         new aws.iam.RolePolicyAttachment(
             `${name}-ssm-core`,
             { role: this.role.name, policyArn: registry.apply((loc) => ssmManagedInstanceCoreArn(loc.partition)) },
+            { parent: this },
+        );
+        new aws.iam.RolePolicyAttachment(
+            `${name}-cw-agent`,
+            { role: this.role.name, policyArn: registry.apply((loc) => cloudWatchAgentServerPolicyArn(loc.partition)) },
             { parent: this },
         );
         const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags: tagged("profile") }, { parent: this });

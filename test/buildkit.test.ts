@@ -12,6 +12,8 @@ import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import {
+    CLOUDWATCH_AGENT_CONFIG_PATH,
+    cloudWatchAgentConfig,
     BOOTSTRAP_PATH,
     BUILDKITD_TOML_PATH,
     MAX_USER_DATA_BYTES,
@@ -223,8 +225,18 @@ describe("cloud-init", () => {
         const doc = parseYaml(text) as { write_files: Array<{ path: string; content: string; permissions: string }>; runcmd: string[][] };
         const byPath = Object.fromEntries(doc.write_files.map((f) => [f.path, f]));
         expect(Object.keys(byPath).sort()).toEqual(
-            [BUILDKITD_TOML_PATH, TLS_PATHS.ca, TLS_PATHS.cert, "/etc/systemd/system/buildkitd.service", "/etc/systemd/system/buildkitd-logs.service", BOOTSTRAP_PATH].sort(),
+            [
+                BUILDKITD_TOML_PATH,
+                TLS_PATHS.ca,
+                TLS_PATHS.cert,
+                "/etc/systemd/system/buildkitd.service",
+                "/etc/systemd/system/buildkitd-logs.service",
+                BOOTSTRAP_PATH,
+                CLOUDWATCH_AGENT_CONFIG_PATH,
+            ].sort(),
         );
+        expect(JSON.parse(byPath[CLOUDWATCH_AGENT_CONFIG_PATH].content)).toEqual(cloudWatchAgentConfig());
+        expect(byPath[BOOTSTRAP_PATH].content).toContain(`amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${CLOUDWATCH_AGENT_CONFIG_PATH}`);
         expect(parseBuildkitd(byPath[BUILDKITD_TOML_PATH].content).grpc.tls.key).toBe(TLS_PATHS.key);
         expect(byPath[TLS_PATHS.cert].content).toContain("SERVER");
         expect(byPath[BOOTSTRAP_PATH].permissions).toBe("0755");
