@@ -50,6 +50,7 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
         images: build.images,
         options: build.registry,
         tags,
+        protectData: config.protectData,
     });
     const pools = runnerPools(build, registry);
     new BuildDashboard("dashboard", {
@@ -137,6 +138,7 @@ function runnerPools(build: NonNullable<typeof config.build>, registry: ImageReg
                 pullThroughPrefixes: pullThroughPrefixes(build.registry),
                 registryHost: registry.registryHost,
                 tags,
+                protectData: config.protectData,
             }),
     );
 }

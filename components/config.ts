@@ -141,6 +141,7 @@ const serveSchema = strict({
 
 export const stackConfigSchema = strict({
     costCenter: z.string().min(1).default("ml-platform"),
+    protectData: z.boolean().default(true),
     network: networkSchema.optional(),
     build: buildSchema.optional(),
     serve: serveSchema.optional(),
@@ -159,6 +160,8 @@ export interface StackConfig {
     readonly project: string;
     readonly stack: string;
     readonly costCenter: string;
+    /** Resources that hold data (image repositories, log groups) are protected and retained on delete. */
+    readonly protectData: boolean;
     readonly network?: RawStackConfig["network"];
     readonly build?: BuildConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
     readonly serve?: ServeConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
@@ -231,7 +234,9 @@ export function configObject(project: string, all: Readonly<Record<string, strin
     return out;
 }
 
+/** Objects arrive as JSON and booleans as "true"/"false" (as Config.getBoolean reads them); the rest stays text. */
 function parseConfigValue(text: string): unknown {
+    if (text === "true" || text === "false") return text === "true";
     try {
         const parsed: unknown = JSON.parse(text);
         return typeof parsed === "object" && parsed !== null ? parsed : text;
@@ -256,11 +261,14 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     if (cfg.network) checkNetwork(cfg.network, (keys, message) => report(["network", ...keys], message));
     const build = cfg.build ? checkBuild(cfg.build, raw, options, report, problems) : undefined;
     const serve = cfg.serve ? checkServe(cfg.serve, raw, options, report, problems) : undefined;
+    if (cfg.build?.registry.forceDelete && cfg.protectData) {
+        report(["build", "registry", "forceDelete"], "would let pulumi delete repositories that still hold images; allowed only with ml-infra:protectData: false (dev)");
+    }
     if (cfg.build?.runners && !cfg.network) {
         report(["network"], "build.runners needs a network section: runners live in private subnets");
     }
     if (problems.length > 0) throw new ConfigError(problems);
-    return { project, stack: options.stack, costCenter: cfg.costCenter, network: cfg.network, build, serve };
+    return { project, stack: options.stack, costCenter: cfg.costCenter, protectData: cfg.protectData, network: cfg.network, build, serve };
 }
 
 type Report = (keys: readonly PathKey[], message: string) => void;

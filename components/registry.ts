@@ -16,6 +16,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { RegistryConfig } from "./config";
 import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
 import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
+import { dataResourceOptions } from "./protection";
 import { type UpstreamKey, enabledUpstreams } from "./pullthrough";
 
 export interface ImageRegistryArgs {
@@ -27,6 +28,8 @@ export interface ImageRegistryArgs {
     readonly options: RegistryConfig;
     /** Tags put on every taggable resource (cost allocation). */
     readonly tags: Readonly<Record<string, string>>;
+    /** Protect and retain the repositories (config `protectData`, default true). */
+    readonly protectData: boolean;
 }
 
 /** Credentials docker-build uses to push to and pull from ECR. */
@@ -72,7 +75,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
                     forceDelete: options.forceDelete,
                     tags: { ...tags, "ml-infra:image": image.name, "ml-infra:purpose": "release" },
                 },
-                { parent: this },
+                { parent: this, ...dataResourceOptions(args.protectData) },
             );
             new aws.ecr.LifecyclePolicy(
                 `${name}-${image.name}-lifecycle`,
@@ -93,7 +96,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
                     forceDelete: options.forceDelete,
                     tags: { ...tags, "ml-infra:image": image.name, "ml-infra:purpose": "build-cache" },
                 },
-                { parent: this },
+                { parent: this, ...dataResourceOptions(args.protectData) },
             );
             new aws.ecr.LifecyclePolicy(
                 `${name}-${image.name}-cache-lifecycle`,

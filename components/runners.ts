@@ -38,6 +38,7 @@ import {
     waitHealthyCommand,
     MULTIARCH_BUILDER,
 } from "./buildkit";
+import { dataResourceOptions } from "./protection";
 import { cloudWatchAgentServerPolicyArn, ec2AssumeRolePolicy, parseRegistryHost, runnerPolicy, ssmManagedInstanceCoreArn } from "./runner-iam";
 import { type PoolConfig, type RunnersConfig, checkRunners } from "./runners-config";
 import type { Platform, Pool } from "./targets";
@@ -173,6 +174,8 @@ export interface BuildRunnerPoolArgs {
     readonly registryHost: pulumi.Input<string>;
     /** Tags put on every taggable resource (cost allocation). Required. */
     readonly tags: Readonly<Record<string, string>>;
+    /** Protect and retain the pool's log group (config `protectData`). Default true. */
+    readonly protectData?: boolean;
     /** Stack CI reads the certificates from. Default: this stack. */
     readonly outputStack?: string;
     /** Stack output holding `runnerSummaries(...)` (`<output>.<pool>.clientKey` ...). Default `runners`. */
@@ -216,7 +219,7 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         const logGroup = new aws.cloudwatch.LogGroup(
             `${name}-logs`,
             { name: scope, retentionInDays: runners.logRetentionDays, tags: tagged("logs") },
-            { parent: this },
+            { parent: this, ...dataResourceOptions(args.protectData ?? true) },
         );
 
         const lbSg = new aws.ec2.SecurityGroup(

@@ -61,7 +61,7 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
         value: '{"version"',
-        allowed: /allowed: build, costCenter, network, serve/,
+        allowed: /allowed: build, costCenter, network, protectData, serve/,
     },
     {
         what: "wrong type",
@@ -260,5 +260,16 @@ describe("stack config validation", () => {
         expect(error.message).toMatch(/^Invalid stack configuration:\n {2}- ml-infra:/);
         expect((error as unknown as { __pulumiRunError: boolean }).__pulumiRunError).toBe(true);
         expect(registered).toBe(0);
+    });
+});
+
+describe("scalar config as the Pulumi CLI passes it (text)", () => {
+    it("reads protectData from \"false\" and refuses forceDelete while data is protected", () => {
+        const cfg = load({ [`${PROJECT}:protectData`]: false, [`${PROJECT}:build`]: { ...validBuild(), registry: { forceDelete: true } } });
+        expect(cfg.protectData).toBe(false);
+        expect(problemsOf({ [`${PROJECT}:build`]: { ...validBuild(), registry: { forceDelete: true } } })).toEqual([
+            'ml-infra:build.registry.forceDelete = true: would let pulumi delete repositories that still hold images; allowed only with ml-infra:protectData: false (dev)',
+        ]);
+        expect(problemsOf({ [`${PROJECT}:protectData`]: "no", [`${PROJECT}:build`]: validBuild() })[0]).toMatch(/^ml-infra:protectData = "no": .*expected boolean/);
     });
 });

@@ -1,0 +1,47 @@
+/** Invariants that make the program safe to run on production accounts. */
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Evaluation, evaluate, projectFile, stackFileConfig, stackNames } from "./harness";
+
+const DATA_TYPES = ["aws:ecr/repository:Repository", "aws:cloudwatch/logGroup:LogGroup", "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"];
+const buildStack = stackNames().find((s) => "ml-infra:build" in stackFileConfig(s)) as string;
+
+describe.each(stackNames())("stack %s", (stack) => {
+    let first: Evaluation;
+    let second: Evaluation;
+    const config = stackFileConfig(stack);
+    const protectData = (config["ml-infra:protectData"] ?? projectFile().config?.protectData?.default ?? true) !== false;
+
+    beforeAll(async () => {
+        const built = (await evaluate(buildStack)).outputs;
+        first = await evaluate(stack, { buildOutputs: built });
+        second = await evaluate(stack, { buildOutputs: built });
+    });
+
+    it("has no drift: evaluating twice gives identical inputs and options for every resource", () => {
+        const snapshot = (ev: Evaluation) => ev.resources.map((r) => JSON.stringify({ urn: r.urn, inputs: r.inputs, protect: r.protect, retain: r.retainOnDelete, timeouts: r.customTimeouts }));
+        expect(snapshot(second)).toEqual(snapshot(first));
+    });
+
+    it(`${protectData ? "protects and retains" : "does not protect"} every resource that holds data`, () => {
+        const data = first.resources.filter((r) => DATA_TYPES.includes(r.type));
+        for (const r of data) {
+            expect({ name: r.name, protect: r.protect, retainOnDelete: r.retainOnDelete }).toEqual({ name: r.name, protect: protectData, retainOnDelete: protectData });
+        }
+    });
+
+    it("force-deletes repositories only where data is not protected", () => {
+        for (const repo of first.ofType("aws:ecr/repository:Repository")) {
+            if (protectData) expect(repo.inputs.forceDelete).not.toBe(true);
+        }
+    });
+});
+
+describe("protection per stack", () => {
+    it("protects data everywhere but dev", () => {
+        for (const stack of stackNames()) {
+            const value = stackFileConfig(stack)["ml-infra:protectData"];
+            if (stack === "dev") expect(value).toBe(false);
+            else expect(value).not.toBe(false);
+        }
+    });
+});
