@@ -28,6 +28,9 @@ const config = loadStackConfig(pulumi.runtime.allConfig(), {
     pathExists: fs.existsSync,
 });
 
+/** Build-time tokens (config `buildSecrets`, set with `pulumi config set --secret`): a Pulumi secret throughout. */
+const buildSecrets = new pulumi.Config().getSecretObject<Record<string, string>>("buildSecrets");
+
 const tags: Record<string, string> = {
     project: config.project,
     stack: config.stack,
@@ -97,6 +100,7 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                 buildOnPreview: build.buildOnPreview,
                 // With runner pools, each target builds on the pool its catalog entry names.
                 builder: build.runners ? builderName(target.pool) : build.builder,
+                secrets: image.secrets.length > 0 ? secretsFor(image.secrets) : undefined,
             });
         }
         builtByImage[image.name] = built;
@@ -120,6 +124,11 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
             }));
     }
     return { images: pulumi.all(images), pools };
+}
+
+/** The build secrets an image asks for (validated to exist), still a secret. */
+function secretsFor(ids: readonly string[]): pulumi.Output<Record<string, string>> {
+    return pulumi.secret(pulumi.output(buildSecrets ?? {}).apply((all) => Object.fromEntries(ids.map((id) => [id, all[id]]))));
 }
 
 /** One BuildKit runner pool per pool kind in `build.runners.pools`. */

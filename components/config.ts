@@ -103,6 +103,7 @@ const imageSchema = strict({
     targets: z.array(z.string()).min(1, "an image needs at least one target"),
     buildArgs: stringMap.default({}),
     base: name("base image name").optional(),
+    secrets: z.array(z.string()).default([]),
     multiArch: strict({
         amd64: z.string(),
         arm64: z.string(),
@@ -139,9 +140,15 @@ const serveSchema = strict({
     services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),
 });
 
+/** Build args whose names say they carry a credential: those belong in build secrets. */
+export const CREDENTIAL_ARG_RE = /(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_?KEY|ACCESS_?KEY)/i;
+
 export const stackConfigSchema = strict({
     costCenter: z.string().min(1).default("ml-platform"),
     protectData: z.boolean().default(true),
+    buildSecrets: z
+        .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "build secret ids are lower-case letters, digits and _"), z.string().min(1, "must not be empty"))
+        .default({}),
     network: networkSchema.optional(),
     build: buildSchema.optional(),
     serve: serveSchema.optional(),
@@ -205,8 +212,12 @@ function show(value: unknown): string {
     return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
+/** Config keys whose values are secrets: errors name them but never show their values. */
+const SECRET_SECTIONS: readonly string[] = ["buildSecrets"];
+
 function problem(project: string, raw: unknown, keys: readonly PathKey[], message: string): string {
-    return `${formatPath(project, keys)} = ${show(valueAt(raw, keys))}: ${message}`;
+    const value = SECRET_SECTIONS.includes(String(keys[0])) ? "[secret]" : show(valueAt(raw, keys));
+    return `${formatPath(project, keys)} = ${value}: ${message}`;
 }
 
 function zodProblems(project: string, raw: unknown, error: z.ZodError, prefix: readonly PathKey[] = []): string[] {
@@ -259,7 +270,7 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
         report(["build"], "a stack needs a build section, a serve section or both");
     }
     if (cfg.network) checkNetwork(cfg.network, (keys, message) => report(["network", ...keys], message));
-    const build = cfg.build ? checkBuild(cfg.build, raw, options, report, problems) : undefined;
+    const build = cfg.build ? checkBuild(cfg.build, cfg.buildSecrets, raw, options, report, problems) : undefined;
     const serve = cfg.serve ? checkServe(cfg.serve, raw, options, report, problems) : undefined;
     if (cfg.build?.registry.forceDelete && cfg.protectData) {
         report(["build", "registry", "forceDelete"], "would let pulumi delete repositories that still hold images; allowed only with ml-infra:protectData: false (dev)");
@@ -309,6 +320,9 @@ function resolveTargets(
         if (target.cuda) {
             for (const p of cudaArchProblems(target.cuda)) report([...at, "cuda"], p);
         }
+        for (const arg of Object.keys(target.buildArgs)) {
+            if (CREDENTIAL_ARG_RE.test(arg)) report([...at, "buildArgs", arg], "looks like a credential: pass it as a build secret (images[].secrets), never a build arg");
+        }
         for (const derived of DERIVED_BUILD_ARGS) {
             if (derived in (fields.buildArgs ?? {})) {
                 report([...at, "buildArgs", derived], "is derived from the target's structured fields (baseImage, cuda, cpuFeatures); set those instead");
@@ -321,6 +335,7 @@ function resolveTargets(
 
 function checkBuild(
     build: BuildConfig,
+    buildSecrets: Readonly<Record<string, string>>,
     raw: unknown,
     options: LoadOptions,
     report: Report,
@@ -358,7 +373,17 @@ function checkBuild(
             }
         }
 
+        image.secrets.forEach((id, j) => {
+            if (!(id in buildSecrets)) {
+                const known = Object.keys(buildSecrets).sort();
+                report([...at, "secrets", j], `unknown build secret; set it with pulumi config set --secret --path 'ml-infra:buildSecrets.${id}' (defined: ${known.join(", ") || "none"})`);
+            }
+        });
         for (const arg of Object.keys(image.buildArgs)) {
+            if (CREDENTIAL_ARG_RE.test(arg)) {
+                report([...at, "buildArgs", arg], "looks like a credential: build args stay in the image history; pass it as a build secret (images[].secrets, RUN --mount=type=secret)");
+                continue;
+            }
             const owners = image.targets.filter((t) => targets[t] && arg in targets[t].buildArgs);
             if ((DERIVED_BUILD_ARGS as readonly string[]).includes(arg)) {
                 report([...at, "buildArgs", arg], "is derived from the target; set it on the target (build.targets.<name>)");

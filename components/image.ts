@@ -37,6 +37,11 @@ export interface TargetImageArgs {
     readonly buildOnPreview: boolean;
     /** buildx builder to use (`build.builder`); default: the local default builder. */
     readonly builder?: string;
+    /**
+     * Build secrets (id -> value, a Pulumi secret), mounted only into the RUN steps that
+     * ask for them (`RUN --mount=type=secret,id=<id>`); never build args. Default: none.
+     */
+    readonly secrets?: pulumi.Input<Record<string, string>>;
 }
 
 /** The base images a target's build starts from. */
@@ -97,6 +102,7 @@ export class TargetImage extends pulumi.ComponentResource {
                     },
                 ],
                 registries: args.registries,
+                secrets: args.secrets,
                 buildOnPreview: args.buildOnPreview,
                 builder: args.builder ? { name: args.builder } : undefined,
             },

@@ -54,14 +54,14 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: withBuild((b) => (b.images[0].contxt = "images/inference-server")),
         key: "ml-infra:build.images[0].contxt",
         value: '"images/inference-server"',
-        allowed: /unknown key; allowed: base, buildArgs, context, dockerfile, multiArch, name, targets/,
+        allowed: /unknown key; allowed: base, buildArgs, context, dockerfile, multiArch, name, secrets, targets/,
     },
     {
         what: "unknown top-level key",
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
         value: '{"version"',
-        allowed: /allowed: build, costCenter, network, protectData, serve/,
+        allowed: /allowed: build, buildSecrets, costCenter, network, protectData, serve/,
     },
     {
         what: "wrong type",

@@ -37,6 +37,8 @@ export interface Registered {
 export interface Evaluation {
     readonly resources: Registered[];
     readonly outputs: Record<string, unknown>;
+    /** Stack outputs that are Pulumi secrets. */
+    readonly secretOutputs: readonly string[];
     /** Resources of one type. */
     ofType(type: string): Registered[];
 }
@@ -246,14 +248,17 @@ export async function runUnderMocks(
 
     const returned = await program();
     const outputs: Record<string, unknown> = {};
+    const secretOutputs: string[] = [];
     if (returned !== null && typeof returned === "object") {
         for (const [key, value] of Object.entries(returned)) {
-            if (value !== undefined) outputs[key] = await settle(value);
+            if (value === undefined) continue;
+            outputs[key] = await settle(value);
+            if (pulumi.Output.isInstance(value) && (await (value as unknown as { isSecret: Promise<boolean> }).isSecret)) secretOutputs.push(key);
         }
     }
     await waitForRPCs();
     resources.sort((a, b) => a.urn.localeCompare(b.urn));
-    return { resources, outputs, ofType: (type) => resources.filter((r) => r.type === type) };
+    return { resources, outputs, secretOutputs, ofType: (type) => resources.filter((r) => r.type === type) };
 }
 
 /** Loads the program's main module afresh and returns its exports. */
