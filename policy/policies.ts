@@ -5,6 +5,7 @@
  * `pulumi preview --policy-pack policy`. Every policy is mandatory.
  */
 import { parseDigestRef } from "../components/references";
+import { iamDocumentProblems } from "./iam-grammar";
 
 export interface PolicyResource {
     readonly type: string;
@@ -188,6 +189,16 @@ function policyDocuments(r: PolicyResource): unknown[] {
     }
 }
 
+const iamGrammar: ResourcePolicy = {
+    name: "iam-document-valid",
+    description: "Every IAM policy document follows the grammar (Version, Statement, Effect, Action, Resource, Condition).",
+    check: (r) => {
+        const identity = policyDocuments(r).flatMap((doc) => iamDocumentProblems(doc, "identity"));
+        const trust = r.type === "aws:iam/role:Role" ? iamDocumentProblems(json(r.props.assumeRolePolicy), "trust") : [];
+        return [...identity, ...trust.map((p) => `assume-role policy: ${p}`)];
+    },
+};
+
 const ALLOWED_STAR = new Set(["ecr:GetAuthorizationToken"]);
 
 const iamNoWildcards: ResourcePolicy = {
@@ -257,6 +268,7 @@ export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
     pinnedImages,
     ecrCacheManifest,
     iamNoWildcards,
+    iamGrammar,
     noOpenIngress,
 ];
 

@@ -91,13 +91,32 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
                 { Effect: "Allow", Action: ["ecr:GetAuthorizationToken"], Resource: "*" },
                 { Effect: "Allow", Action: ["ecr:PutImage"], Resource: [`arn:aws:ecr:us-east-1:123456789012:repository/ml/inference`] },
             ]),
-            res("aws:iam/role:Role", { assumeRolePolicy: JSON.stringify({ Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }) }),
+            res("aws:iam/role:Role", { assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }) }),
         ],
         fail: [
             iamPolicy([{ Effect: "Allow", Action: "ecr:*", Resource: "arn:aws:ecr:us-east-1:123456789012:repository/ml/x" }]),
             iamPolicy([{ Effect: "Allow", Action: ["s3:GetObject"], Resource: "*" }]),
             iamPolicy([{ Effect: "Allow", Action: "*", Resource: "*" }]),
             res("aws:iam/rolePolicy:RolePolicy", { policy: JSON.stringify({ Statement: [{ Effect: "Allow", NotAction: "iam:*", Resource: "arn:x" }] }) }),
+        ],
+    },
+    {
+        policy: "iam-document-valid",
+        pass: [
+            iamPolicy([{ Sid: "Push", Effect: "Allow", Action: ["ecr:PutImage"], Resource: "arn:aws:ecr:us-east-1:123456789012:repository/ml/x" }]),
+            res("aws:iam/role:Role", {
+                assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ecs-tasks.amazonaws.com" }, Action: "sts:AssumeRole" }] }),
+            }),
+            iamPolicy([{ Effect: "Allow", Action: "s3:ListBucket", Resource: "arn:aws:s3:::models", Condition: { StringLike: { "s3:prefix": ["llm/*"] } } }]),
+        ],
+        fail: [
+            res("aws:iam/policy:Policy", { policy: JSON.stringify({ Version: "2008-10-17", Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws:s3:::b/*" }] }) }),
+            iamPolicy([{ Effect: "Permit", Action: "s3:GetObject", Resource: "arn:aws:s3:::b/*" }]),
+            iamPolicy([{ Effect: "Allow", Action: "GetObject", Resource: "arn:aws:s3:::b/*" }]),
+            iamPolicy([{ Effect: "Allow", Action: "s3:GetObject" }]),
+            iamPolicy([{ Effect: "Allow", Action: "s3:GetObject", Resource: "bucket/*" }]),
+            iamPolicy([{ Effect: "Allow", Action: "s3:ListBucket", Resource: "arn:aws:s3:::b", Condition: { Like: { "s3:prefix": "x" } } }]),
+            res("aws:iam/role:Role", { assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "sts:AssumeRole" }] }) }),
         ],
     },
     {
