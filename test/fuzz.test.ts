@@ -1,0 +1,241 @@
+/**
+ * Property-based tests (fast-check) over the config schema and the program.
+ *
+ * - random valid build configs evaluate under mocks and pass every policy;
+ * - random invalid ones fail with one ConfigError naming the broken key and
+ *   register no resource;
+ * - arbitrary input never escapes as anything but a ConfigError;
+ * - pure builders keep their invariants.
+ *
+ * `npm test` runs 100 program evaluations and 1,000 runs through the schema
+ * and the builders; `npm run fuzz` (FUZZ_SCALE=10) runs ten times as many.
+ */
+import * as fs from "node:fs";
+import fc from "fast-check";
+import { afterAll, describe, expect, it } from "vitest";
+import { ConfigError, loadStackConfig } from "../components/config";
+import { releaseLifecyclePolicy } from "../components/lifecycle";
+import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/pullthrough";
+import { isDigestRef } from "../components/references";
+import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/targets";
+import { runPolicies } from "../policy/policies";
+import { ROOT, cliConfig, evaluate, evaluateFailure } from "./harness";
+import { PROJECT } from "./fixtures";
+
+const SCALE = Number(process.env.FUZZ_SCALE ?? "1");
+const PROGRAM_RUNS = 100 * SCALE;
+const SCHEMA_RUNS = 1000 * SCALE;
+const counts = { program: 0, schema: 0 };
+
+const CONTEXT = "images/inference-server";
+const CATALOG_TARGETS = Object.keys(CATALOG);
+const AMD64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/amd64");
+const ARM64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/arm64");
+
+const load = (config: Record<string, unknown>) =>
+    loadStackConfig(cliConfig(config), { project: PROJECT, stack: "build", projectRoot: ROOT, pathExists: fs.existsSync });
+
+// ------------------------------------------------------------ generators
+
+const imageName = fc.constantFrom("inference", "pose", "tts", "asr", "ranker");
+const version = fc.stringMatching(/^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-rc[0-9])?$/);
+
+const imageArb = fc
+    .record({
+        name: imageName,
+        targets: fc.subarray(CATALOG_TARGETS, { minLength: 1 }),
+        multi: fc.boolean(),
+    })
+    .map(({ name, targets, multi }) => {
+        const amd = targets.find((t) => AMD64.includes(t));
+        const arm = targets.find((t) => ARM64.includes(t));
+        return {
+            name,
+            context: CONTEXT,
+            targets,
+            ...(multi && amd && arm ? { multiArch: { amd64: amd, arm64: arm } } : {}),
+        };
+    });
+
+/** A valid build section: unique image names, catalog targets, registry options within range. */
+const validBuildArb = fc
+    .record({
+        version,
+        images: fc.uniqueArray(imageArb, { minLength: 1, maxLength: 3, selector: (i) => i.name }),
+        keep: fc.integer({ min: 1, max: 1000 }),
+        days: fc.integer({ min: 1, max: 365 }),
+        dockerHub: fc.boolean(),
+        prefix: fc.constantFrom("ml", "team-a", "vision.models"),
+        buildOnPreview: fc.boolean(),
+    })
+    .map((b) => ({
+        version: b.version,
+        repositoryPrefix: b.prefix,
+        buildOnPreview: b.buildOnPreview,
+        registry: {
+            keepReleasesPerTarget: b.keep,
+            cacheUntaggedExpireDays: b.days,
+            pullThrough: b.dockerHub ? { dockerHub: { secretName: "ecr-pullthroughcache/docker-hub" } } : {},
+        },
+        images: b.images,
+    }));
+
+type Build = ReturnType<typeof validBuildArb.generate>["value"];
+
+/** Mutations that each break exactly one key, with the key the error must name. */
+const MUTATIONS: ReadonlyArray<{ name: string; key: RegExp; apply: (b: Build) => Record<string, unknown> }> = [
+    { name: "unknown target", key: /^ml-infra:build\.images\[0\]\.targets\[0\] = "gpu-tpu"/, apply: (b) => ({ ...b, images: [{ ...b.images[0], targets: ["gpu-tpu"] }] }) },
+    { name: "unknown key", key: /^ml-infra:build\.imagez = /, apply: (b) => ({ ...b, imagez: [] }) },
+    { name: "wrong type", key: /^ml-infra:build\.buildOnPreview = "yes"/, apply: (b) => ({ ...b, buildOnPreview: "yes" }) },
+    { name: "empty images", key: /^ml-infra:build\.images = \[\]/, apply: (b) => ({ ...b, images: [] }) },
+    { name: "duplicate name", key: /^ml-infra:build\.images\[1\]\.name = /, apply: (b) => ({ ...b, images: [b.images[0], { ...b.images[0] }] }) },
+    { name: "bad platform", key: /^ml-infra:build\.targets\.cpu-avx2\.platform = "windows\/amd64"/, apply: (b) => ({ ...b, targets: { "cpu-avx2": { platform: "windows/amd64" } } }) },
+    { name: "bad CUDA arch", key: /^ml-infra:build\.targets\.cuda12\.cuda = /, apply: (b) => ({ ...b, targets: { cuda12: { cuda: { version: "12.8.1", archList: ["1.0"] } } } }) },
+    { name: "missing context", key: /^ml-infra:build\.images\[0\]\.context = "nowhere"/, apply: (b) => ({ ...b, images: [{ ...b.images[0], context: "nowhere" }] }) },
+    { name: "keep out of range", key: /^ml-infra:build\.registry\.keepReleasesPerTarget = 0/, apply: (b) => ({ ...b, registry: { ...b.registry, keepReleasesPerTarget: 0 } }) },
+    { name: "bad version", key: /^ml-infra:build\.version = "1 0"/, apply: (b) => ({ ...b, version: "1 0" }) },
+];
+
+// ---------------------------------------------------------------- program
+
+describe("random valid build configs", () => {
+    it(`evaluate under mocks, pass every policy and export only digests (${PROGRAM_RUNS} runs)`, async () => {
+        await fc.assert(
+            fc.asyncProperty(validBuildArb, async (build) => {
+                counts.program++;
+                const ev = await evaluate("build", { config: { [`${PROJECT}:build`]: build } });
+                const violations = runPolicies(ev.resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.inputs })));
+                expect(violations).toEqual([]);
+                const images = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
+                for (const image of build.images) {
+                    for (const t of image.targets) expect(isDigestRef(images[image.name].targets[t].ref)).toBe(true);
+                }
+                expect(ev.ofType("docker-build:index:Image")).toHaveLength(build.images.reduce((n, i) => n + i.targets.length, 0));
+            }),
+            { numRuns: PROGRAM_RUNS },
+        );
+    });
+});
+
+describe("random invalid build configs", () => {
+    const invalidArb = fc.tuple(validBuildArb, fc.constantFrom(...MUTATIONS));
+
+    it(`each fail with one ConfigError naming the key (${SCHEMA_RUNS} runs through the schema)`, () => {
+        fc.assert(
+            fc.property(invalidArb, ([build, mutation]) => {
+                counts.schema++;
+                const broken = mutation.apply(build);
+                let error: unknown;
+                try {
+                    load({ [`${PROJECT}:build`]: broken });
+                } catch (e) {
+                    error = e;
+                }
+                expect(error, mutation.name).toBeInstanceOf(ConfigError);
+                const problems = (error as ConfigError).problems;
+                expect(problems.some((p) => mutation.key.test(p)), `${mutation.name}: ${problems.join(" | ")}`).toBe(true);
+                for (const p of problems) expect(p).toMatch(/^ml-infra:\S+ = .+: .+/);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    it(`register no resource through the program (${PROGRAM_RUNS} runs)`, async () => {
+        await fc.assert(
+            fc.asyncProperty(invalidArb, async ([build, mutation]) => {
+                counts.program++;
+                const { error, registered } = await evaluateFailure("build", { [`${PROJECT}:build`]: mutation.apply(build) });
+                expect(error.name).toBe("ConfigError");
+                expect(registered).toBe(0);
+            }),
+            { numRuns: PROGRAM_RUNS },
+        );
+    });
+});
+
+describe("arbitrary input", () => {
+    it(`is valid or a ConfigError, never a crash from inside (${SCHEMA_RUNS} runs)`, () => {
+        const anyJson = fc.jsonValue({ maxDepth: 4 });
+        const config = fc.record(
+            {
+                [`${PROJECT}:build`]: fc.oneof(anyJson, validBuildArb.chain((b) => fc.record({ ...Object.fromEntries(Object.entries(b).map(([k, v]) => [k, fc.oneof(fc.constant(v), anyJson)])) }))),
+                [`${PROJECT}:serve`]: anyJson,
+                [`${PROJECT}:network`]: anyJson,
+                [`${PROJECT}:protectData`]: anyJson,
+            },
+            { requiredKeys: [] },
+        );
+        fc.assert(
+            fc.property(config, (c) => {
+                counts.schema++;
+                try {
+                    load(c);
+                } catch (error) {
+                    expect(error, String((error as Error).stack)).toBeInstanceOf(ConfigError);
+                }
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+});
+
+// ---------------------------------------------------------------- builders
+
+describe("pure builders", () => {
+    it(`lifecycle policies: one rule per target, priorities 1..n, never untagged (${SCHEMA_RUNS} runs)`, () => {
+        const targetName = fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/);
+        fc.assert(
+            fc.property(fc.uniqueArray(targetName, { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 1000 }), (targets, keep) => {
+                counts.schema++;
+                const rules = releaseLifecyclePolicy(targets, keep).rules;
+                expect(rules.map((r) => r.rulePriority)).toEqual(targets.map((_, i) => i + 1));
+                expect(rules.every((r) => r.selection.tagStatus === "tagged" && r.selection.countNumber === keep)).toBe(true);
+                expect(new Set(rules.map((r) => r.selection.tagPatternList?.[0])).size).toBe(targets.length);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    it(`pull-through rewriting keeps the repository path and tag/digest (${SCHEMA_RUNS} runs)`, () => {
+        const seg = fc.stringMatching(/^[a-z0-9]+([._-][a-z0-9]+)*$/);
+        const ref = fc.record({
+            host: fc.constantFrom("docker.io", "public.ecr.aws", "quay.io", "ghcr.io", "registry.example.com:5000", ""),
+            path: fc.array(seg, { minLength: 1, maxLength: 3 }),
+            tag: fc.option(fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}$/)),
+        });
+        const host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+        const all = new Set(UPSTREAMS.map((u) => u.key));
+        fc.assert(
+            fc.property(ref, (r) => {
+                // Without a host, a first segment with a dot would be a registry host (Docker's rule).
+                fc.pre(r.host !== "" || !r.path[0].includes("."));
+                counts.schema++;
+                const text = `${r.host ? `${r.host}/` : ""}${r.path.join("/")}${r.tag ? `:${r.tag}` : ""}`;
+                const parsed = parseImage(text);
+                const out = resolveThroughCache(text, host, all);
+                if (r.host === "registry.example.com:5000") expect(out).toBe(text);
+                else {
+                    expect(out.startsWith(`${host}/`)).toBe(true);
+                    expect(out.endsWith(`${parsed.path}${parsed.suffix}`)).toBe(true);
+                }
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    it(`CUDA arch checks accept exactly the known archs in the toolkit's range (${SCHEMA_RUNS} runs)`, () => {
+        fc.assert(
+            fc.property(fc.subarray([...KNOWN_CUDA_ARCHS, "4.2", "9.9", "sm_80"], { minLength: 1 }), (archs) => {
+                counts.schema++;
+                const problems = cudaArchProblems({ version: "12.8.1", archList: archs });
+                const bad = archs.filter((a) => !KNOWN_CUDA_ARCHS.includes(a) || Number(a) < 5 || Number(a) > 12);
+                expect(problems).toHaveLength(bad.length);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+});
+
+afterAll(() => {
+    console.log(`fuzz: ${counts.program} program evaluations, ${counts.schema} schema and builder runs (FUZZ_SCALE=${SCALE})`);
+});
