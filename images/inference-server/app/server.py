@@ -5,18 +5,21 @@ POST /v1/infer     {"inputs": [[64 floats], ...]} -> {"outputs": [[10 probabilit
 
 The dense layers run in a C kernel compiled for the image's hardware target.
 At start the server checks that this CPU has the instruction sets the target
-was compiled for (REQUIRED_CPU_FEATURES) and refuses to start if not, instead
-of dying later with SIGILL.
+was compiled for (REQUIRED_CPU_FEATURES) and, for GPU targets (REQUIRE_GPU=1),
+that the kernel sees a GPU; it refuses to start if not (exit code 78), instead
+of dying later with SIGILL or a CUDA error. SIGTERM stops it cleanly.
 """
 import ctypes
 import json
 import os
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-EXIT_WRONG_CPU = 78
+EXIT_WRONG_CPU = 78  # EX_CONFIG: this image does not fit this host
+MAX_BODY_BYTES = 1 << 20
 
 
 def cpu_flags() -> set:
@@ -36,6 +39,16 @@ def check_cpu(target: str, required: list) -> None:
             f"refusing to start: this image is built for hardware target '{target}' and needs CPU "
             f"features {', '.join(required)}; this CPU lacks {', '.join(missing)}. "
             f"Deploy the image of a target this host supports.\n"
+        )
+        sys.exit(EXIT_WRONG_CPU)
+
+
+def check_gpu(target: str, lib) -> None:
+    count = lib.kernel_device_count() if hasattr(lib, "kernel_device_count") else 0
+    if count < 1:
+        sys.stderr.write(
+            f"refusing to start: this image is built for hardware target '{target}' and needs a GPU; "
+            f"the CUDA runtime sees none (run it with the GPU exposed, e.g. docker run --gpus all).\n"
         )
         sys.exit(EXIT_WRONG_CPU)
 
@@ -90,6 +103,9 @@ def make_handler(model: Model, target: str):
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
+                if length > MAX_BODY_BYTES:
+                    self._send(413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+                    return
                 request = json.loads(self.rfile.read(length))
                 outputs = [model.infer(x) for x in request["inputs"]]
             except (ValueError, KeyError, TypeError) as err:
@@ -107,10 +123,17 @@ def main() -> None:
     target = os.environ.get("TARGET_NAME", "unknown")
     check_cpu(target, os.environ.get("REQUIRED_CPU_FEATURES", "").split())
     model = Model(os.environ["MODEL_PATH"], os.environ["KERNEL_PATH"])
+    if os.environ.get("REQUIRE_GPU") == "1":
+        check_gpu(target, model.lib)
     port = int(os.environ.get("PORT", "8080"))
     server = ThreadingHTTPServer((os.environ.get("BIND", "0.0.0.0"), port), make_handler(model, target))
+    # As PID 1 in a container SIGTERM would otherwise be ignored until SIGKILL.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.stderr.write(f"serving target {target} ({model.isa} kernel) on port {port}\n")
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

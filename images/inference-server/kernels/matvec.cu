@@ -25,3 +25,10 @@ extern "C" void matvec(const float *w, const float *x, const float *b, float *y,
 }
 
 extern "C" const char *kernel_isa(void) { return "cuda"; }
+
+/* How many GPUs the CUDA runtime sees (0 when none or no driver): the server refuses to start on 0. */
+extern "C" int kernel_device_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
+    return count;
+}
