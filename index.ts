@@ -12,12 +12,14 @@ import { buildOrder } from "./components/chains";
 import { loadStackConfig, pullThroughPrefixes } from "./components/config";
 import { BuildDashboard } from "./components/dashboard";
 import { Environment } from "./components/environment";
+import { InferenceService, ServingCluster } from "./components/inference";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/image";
 import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/naming";
 import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
 import { PrivateNetwork } from "./components/network";
 import { ImageRegistry } from "./components/registry";
+import { hardwareKindsOf } from "./components/serve-config";
 import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/runners";
 import { type HardwareTarget, POOLS } from "./components/targets";
 
@@ -154,11 +156,34 @@ function runnerPools(build: NonNullable<typeof config.build>, registry: ImageReg
 
 function serveSection(serve: NonNullable<typeof config.serve>) {
     const env = new Environment("env", { serve, targets: serve.resolvedTargets });
+    if (!network) throw new Error("the serve section needs a network section (ml-infra:network): services run in its private subnets");
+    const cluster = new ServingCluster("serving", {
+        hardware: hardwareKindsOf(serve.services.map((s) => serve.resolvedTargets[s.target])),
+        capacity: serve.capacity,
+        vpcId: network.vpcId,
+        privateSubnetIds: network.privateSubnetIds,
+        tags,
+    });
+    const region = aws.config.requireRegion();
+    const urls: Record<string, pulumi.Output<string>> = {};
+    for (const service of serve.services) {
+        urls[service.name] = new InferenceService(service.name, {
+            cluster,
+            service,
+            target: serve.resolvedTargets[service.target],
+            image: env.deployments[service.name].ref,
+            clients: serve.clients,
+            loadBalancer: serve.loadBalancer,
+            region,
+            protectData: config.protectData,
+            tags,
+        }).url;
+    }
     return pulumi.all(
         Object.fromEntries(
             Object.entries(env.deployments).map(([service, d]) => [
                 service,
-                pulumi.all({ image: d.image, target: d.target, ref: d.ref, source: d.source, platform: d.platform, gpu: d.gpu }),
+                pulumi.all({ image: d.image, target: d.target, ref: d.ref, source: d.source, platform: d.platform, gpu: d.gpu, url: urls[service] }),
             ]),
         ),
     );

@@ -14,8 +14,10 @@ export default defineConfig({
         include: ["test/**/*.test.ts"],
         testTimeout: 60_000,
         hookTimeout: 60_000,
-        // Pulumi's runtime state is process-wide: run the files one after another.
-        fileParallelism: false,
+        // Each test file runs in its own forked process, so Pulumi's process-wide
+        // runtime state is never shared between files running in parallel.
+        pool: "forks",
+        maxWorkers: 2,
         onUnhandledError: (error: { message?: string }) => !EXPECTED_REJECTIONS.some((re) => re.test(error.message ?? "")),
     },
 });

@@ -23,6 +23,7 @@ import { enabledUpstreams } from "./pullthrough";
 import { parseDigestRef, repositoryNameMatchesImage } from "./references";
 import { checkNetwork, checkRunners, networkSchema, runnersSchema } from "./runners-config";
 import { imageRef, name, strict, stringMap } from "./schema";
+import { capacitySchema, checkService, checkServing, clientsSchema, loadBalancerSchema, serviceShape } from "./serve-config";
 
 /** Thrown for bad stack config. Pulumi prints a RunError's message without a stack trace. */
 export class ConfigError extends Error {
@@ -128,6 +129,7 @@ const serviceSchema = strict({
     image: name("image name"),
     target: z.string(),
     ref: z.string().optional(),
+    ...serviceShape,
 });
 
 const serveSchema = strict({
@@ -138,6 +140,9 @@ const serveSchema = strict({
     requirePinned: z.boolean().default(false),
     targets: targetsSchema,
     services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),
+    capacity: capacitySchema,
+    clients: clientsSchema,
+    loadBalancer: loadBalancerSchema,
 });
 
 /** Build args whose names say they carry a credential: those belong in build secrets. */
@@ -274,6 +279,14 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     const serve = cfg.serve ? checkServe(cfg.serve, raw, options, report, problems) : undefined;
     if (cfg.build?.registry.forceDelete && cfg.protectData) {
         report(["build", "registry", "forceDelete"], "would let pulumi delete repositories that still hold images; allowed only with ml-infra:protectData: false (dev)");
+    }
+    if (cfg.serve && !cfg.network) {
+        report(["network"], "the serve section needs a network section: services run in its private subnets");
+    }
+    const net = cfg.network;
+    if (cfg.serve && net?.mode === "create" && net.natGateways === "none") {
+        const missing = (["ecs", "ecs-agent", "ecs-telemetry"] as const).filter((e) => !net.interfaceEndpoints.includes(e));
+        if (missing.length) report(["network", "interfaceEndpoints"], `without NAT, ECS container instances need the ${missing.join(", ")} endpoints; add them or set natGateways`);
     }
     if (cfg.build?.runners && !cfg.network) {
         report(["network"], "build.runners needs a network section: runners live in private subnets");
@@ -432,7 +445,9 @@ function checkServe(
         const first = seen.get(service.name);
         if (first !== undefined) report([...at, "name"], `duplicate service name (also serve.services[${first}]); service names must be unique`);
         else seen.set(service.name, i);
-        if (!(service.target in targets)) report([...at, "target"], `unknown target; allowed: ${allowedTargets}`);
+        const target = targets[service.target];
+        if (!target) report([...at, "target"], `unknown target; allowed: ${allowedTargets}`);
+        else checkService(service, target, (keys, message) => report([...at, ...keys], message));
         if (service.ref === undefined) {
             if (serve.requirePinned) {
                 report([...at, "ref"], "this stack deploys pinned digests only (serve.requirePinned): set ref to <registry>/<repository>@sha256:<digest>");
@@ -448,5 +463,7 @@ function checkServe(
             }
         }
     });
+    const needs = serve.services.flatMap((s) => (targets[s.target] ? [{ name: s.name, target: targets[s.target] }] : []));
+    checkServing(serve, needs, (keys, message) => report(["serve", ...keys], message));
     return { ...serve, resolvedTargets: targets };
 }

@@ -17,7 +17,9 @@ import { POOLS, type HardwareTarget, type Pool } from "./targets";
 // ------------------------------------------------------------------ network
 
 /** Interface endpoints runners and tasks need with no public IP. */
-export const INTERFACE_ENDPOINTS = ["ec2messages", "ecr.api", "ecr.dkr", "logs", "ssm", "ssmmessages", "sts"] as const;
+export const INTERFACE_ENDPOINTS = ["ec2messages", "ecr.api", "ecr.dkr", "ecs", "ecs-agent", "ecs-telemetry", "logs", "ssm", "ssmmessages", "sts"] as const;
+/** Created when a stack names none: what runners need with no public IP (serving stacks add the ecs ones). */
+export const DEFAULT_INTERFACE_ENDPOINTS: readonly InterfaceEndpoint[] = ["ec2messages", "ecr.api", "ecr.dkr", "logs", "ssm", "ssmmessages", "sts"];
 export type InterfaceEndpoint = (typeof INTERFACE_ENDPOINTS)[number];
 
 /** NAT layout: none (endpoints only), one shared NAT gateway, or one per availability zone. */
@@ -51,7 +53,7 @@ const networkCreateSchema = strict({
      */
     natGateways: z.enum(NAT_MODES).default("none"),
     /** Interface endpoints to create (private DNS on). Default: all of ecr.api, ecr.dkr, logs, ssm, ssmmessages, ec2messages, sts. */
-    interfaceEndpoints: z.array(z.enum(INTERFACE_ENDPOINTS)).default([...INTERFACE_ENDPOINTS]),
+    interfaceEndpoints: z.array(z.enum(INTERFACE_ENDPOINTS)).default([...DEFAULT_INTERFACE_ENDPOINTS]),
     /** S3 gateway endpoint on the private route tables (ECR layers live in S3; it is free). Default true. */
     s3GatewayEndpoint: z.boolean().default(true),
 });

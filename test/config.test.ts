@@ -273,3 +273,13 @@ describe("scalar config as the Pulumi CLI passes it (text)", () => {
         expect(problemsOf({ [`${PROJECT}:protectData`]: "no", [`${PROJECT}:build`]: validBuild() })[0]).toMatch(/^ml-infra:protectData = "no": .*expected boolean/);
     });
 });
+
+describe("serving needs a network", () => {
+    it("refuses a serve section without a network, and one whose ECS hosts could not register", () => {
+        expect(problemsOf({ [`${PROJECT}:serve`]: validServe() })).toContain(
+            "ml-infra:network = (missing): the serve section needs a network section: services run in its private subnets",
+        );
+        const out = problemsOf({ [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"] }, [`${PROJECT}:serve`]: validServe() });
+        expect(out).toEqual([expect.stringMatching(/^ml-infra:network.interfaceEndpoints = \(missing\): without NAT, ECS container instances need the ecs, ecs-agent, ecs-telemetry endpoints/)]);
+    });
+});

@@ -19,12 +19,14 @@ export function validBuild(): Record<string, unknown> {
 export function validServe(): Record<string, unknown> {
     return {
         requirePinned: true,
+        clients: { cidrs: ["10.0.0.0/16"] },
         services: [
             {
                 name: "classifier",
                 image: "inference",
                 target: "cpu-avx2",
                 ref: `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${DIGEST_A}`,
+                model: { bucket: "ml-models-123456789012", prefix: "classifier/2026-11-01" },
             },
         ],
     };

@@ -1,9 +1,8 @@
 /** Invariants that make the program safe to run on production accounts. */
 import { beforeAll, describe, expect, it } from "vitest";
-import { type Evaluation, evaluate, projectFile, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, buildStackOutputs, evaluate, projectFile, stackFileConfig, stackNames } from "./harness";
 
 const DATA_TYPES = ["aws:ecr/repository:Repository", "aws:cloudwatch/logGroup:LogGroup", "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"];
-const buildStack = stackNames().find((s) => "ml-infra:build" in stackFileConfig(s)) as string;
 
 describe.each(stackNames())("stack %s", (stack) => {
     let first: Evaluation;
@@ -12,7 +11,7 @@ describe.each(stackNames())("stack %s", (stack) => {
     const protectData = (config["ml-infra:protectData"] ?? projectFile().config?.protectData?.default ?? true) !== false;
 
     beforeAll(async () => {
-        const built = (await evaluate(buildStack)).outputs;
+        const built = await buildStackOutputs();
         first = await evaluate(stack, { buildOutputs: built });
         second = await evaluate(stack, { buildOutputs: built });
     });

@@ -11,6 +11,8 @@ import {
     cliConfig,
     evaluate as evaluateWith,
     projectFile,
+    stackFileConfig,
+    stackNames,
     waitForRPCs,
 } from "../scripts/lib/mock-runtime";
 
@@ -21,6 +23,16 @@ export const importProgram: ProgramLoader = async () => {
     vi.resetModules();
     return (await import("../index")) as Record<string, unknown>;
 };
+
+let buildOutputsOnce: Promise<Record<string, unknown>> | undefined;
+
+/** The outputs of the build stack file, evaluated once per test file (environments that follow it need them). */
+export function buildStackOutputs(): Promise<Record<string, unknown>> {
+    const stack = stackNames().find((s) => "ml-infra:build" in stackFileConfig(s));
+    if (!stack) throw new Error("no stack file has a build section");
+    buildOutputsOnce ??= evaluate(stack).then((ev) => ev.outputs);
+    return buildOutputsOnce;
+}
 
 /** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
 export function evaluate(stack: string, options: EvaluateOptions = {}): Promise<Evaluation> {
@@ -52,4 +64,36 @@ export async function evaluateFailure(stack: string, config: Record<string, unkn
         return { error: error as Error, registered };
     }
     throw new Error("the program did not fail");
+}
+
+/**
+ * Evaluates a stack that must fail inside an apply (e.g. a reference that is
+ * not a digest). Under mocks every resource fed by the failing Output leaves
+ * an unhandled rejection: collect them here instead of letting them leak into
+ * vitest, let the run's RPCs drain (at most a second: a rejected input never
+ * settles), and return every message, the program's own error first.
+ */
+export async function evaluateRejection(stack: string, options: EvaluateOptions = {}): Promise<string[]> {
+    const saved = process.listeners("unhandledRejection");
+    process.removeAllListeners("unhandledRejection");
+    const seen: unknown[] = [];
+    const collect = (reason: unknown) => void seen.push(reason);
+    process.on("unhandledRejection", collect);
+    try {
+        let failed = false;
+        try {
+            await evaluate(stack, options);
+        } catch (error) {
+            failed = true;
+            seen.unshift(error);
+        }
+        if (!failed) throw new Error(`stack ${stack} evaluated without an error`);
+        const drained = waitForRPCs().catch((e: unknown) => void seen.push(e));
+        await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 1000))]);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return seen.map((e) => (e instanceof Error ? e.message : String(e)));
+    } finally {
+        process.off("unhandledRejection", collect);
+        for (const listener of saved) process.on("unhandledRejection", listener);
+    }
 }

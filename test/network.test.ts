@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { type NetworkPlan, PrivateNetwork, assertNetwork, planNetwork, subnetCidr } from "../components/network";
 import {
     type CreateNetworkConfig,
+    DEFAULT_INTERFACE_ENDPOINTS,
     INTERFACE_ENDPOINTS,
     type NetworkConfig,
     checkNetwork,
@@ -39,7 +40,8 @@ describe("network config", () => {
     it("defaults to create mode with every endpoint, no public subnets and no NAT", () => {
         const cfg = create({ availabilityZones: ["us-east-1a", "us-east-1b"] });
         expect(cfg).toMatchObject({ mode: "create", cidr: "10.40.0.0/16", subnetBits: 4, publicSubnets: false, natGateways: "none", s3GatewayEndpoint: true });
-        expect([...cfg.interfaceEndpoints].sort()).toEqual([...INTERFACE_ENDPOINTS].sort());
+        expect([...cfg.interfaceEndpoints].sort()).toEqual([...DEFAULT_INTERFACE_ENDPOINTS].sort());
+        expect(INTERFACE_ENDPOINTS).toEqual(expect.arrayContaining(["ecs", "ecs-agent", "ecs-telemetry"]));
     });
 
     it("rejects one zone, unknown keys (listing the allowed ones) and an existing VPC without subnets", () => {

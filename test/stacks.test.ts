@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildConfig } from "../components/config";
 import { isDigestRef } from "../components/references";
 import { CATALOG } from "../components/targets";
-import { type Evaluation, REGISTRY_HOST, evaluate, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, stackFileConfig, stackNames, evaluateRejection } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const BUILD_KEY = `${PROJECT}:build`;
@@ -20,10 +20,6 @@ const envStacks = stackNames().filter((s) => SERVE_KEY in stackFileConfig(s));
 type Inputs = Record<string, unknown>;
 const policyOf = (r: { inputs: Inputs }) => JSON.parse(String(r.inputs.policy)) as { rules: Array<{ selection: Inputs }> };
 
-/** The first build stack's outputs, handed to environments that follow it. */
-async function buildOutputs(): Promise<Record<string, unknown>> {
-    return (await evaluate(buildStacks[0])).outputs;
-}
 
 describe("stack files", () => {
     it("include the shared build stack and the dev, staging and prod environments", () => {
@@ -206,7 +202,7 @@ describe.each(envStacks)("environment stack %s", (stack) => {
     let built: Record<string, unknown>;
     const serve = stackFileConfig(stack)[SERVE_KEY] as { buildStack?: string; requirePinned?: boolean; services: Array<{ name: string; image: string; target: string; ref?: string }> };
     beforeAll(async () => {
-        built = await buildOutputs();
+        built = await buildStackOutputs();
         ev = await evaluate(stack, { buildOutputs: built });
     });
 
@@ -288,10 +284,12 @@ describe("a hardware target declared only in stack files", () => {
 
         const env = await evaluate("dev", {
             config: {
+                "ml-infra:network": { cidr: "10.0.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" },
                 [SERVE_KEY]: {
                     buildStack: "organization/ml-infra/build",
                     targets: { "x86-avx10": npuTarget },
-                    services: [{ name: "avx10", image: "inference", target: "x86-avx10" }],
+                    clients: { cidrs: ["10.0.0.0/16"] },
+                    services: [{ name: "avx10", image: "inference", target: "x86-avx10", model: { bucket: "ml-models-123456789012", prefix: "avx10/1" } }],
                 },
             },
             buildOutputs: ev.outputs,
@@ -320,18 +318,17 @@ describe("a hardware target declared only in stack files", () => {
 
     it("dev refuses a build stack output that is not a digest", async () => {
         const bad = { images: { inference: { targets: { "cpu-avx2": { ref: `${REGISTRY_HOST}/ml/inference:latest` } } } } };
-        await expect(
-            evaluate("dev", {
-                config: { [SERVE_KEY]: { buildStack: "org/ml-infra/build", services: [{ name: "a", image: "inference", target: "cpu-avx2" }] } },
-                buildOutputs: bad,
-            }),
-        ).rejects.toThrow(/not pinned by digest/);
+        const messages = await evaluateRejection("dev", {
+            config: { "ml-infra:network": { cidr: "10.0.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" }, [SERVE_KEY]: { buildStack: "org/ml-infra/build", clients: { cidrs: ["10.0.0.0/16"] }, services: [{ name: "a", image: "inference", target: "cpu-avx2", model: { bucket: "ml-models-123456789012", prefix: "a/1" } }] } },
+            buildOutputs: bad,
+        });
+        for (const m of messages) expect(m).toMatch(/not pinned by digest/);
     });
 });
 
 describe.each(stackNames())("stack %s under `pulumi preview`", (stack) => {
     it("evaluates with the same resources as an update", async () => {
-        const built = (await evaluate(buildStacks[0])).outputs;
+        const built = await buildStackOutputs();
         const up = await evaluate(stack, { buildOutputs: built });
         const preview = await evaluate(stack, { buildOutputs: built, preview: true });
         expect(preview.resources.map((r) => `${r.type}::${r.name}`)).toEqual(up.resources.map((r) => `${r.type}::${r.name}`));
