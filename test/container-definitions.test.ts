@@ -518,14 +518,15 @@ const integratedServe = strict({
     loadBalancer: loadBalancerSchema,
 });
 
-/** Each proposed stack file in docs/serving.md: stack name, whole file text, its serve section. */
+/** Each environment stack file: stack name, whole file text, its serve section. */
 function proposedStacks(): Array<[string, string, unknown]> {
-    const doc = fs.readFileSync(path.join(ROOT, "docs", "serving.md"), "utf8");
-    const blocks = [...doc.matchAll(/```yaml\n# stacks\/Pulumi\.(\w+)\.yaml\n([\s\S]*?)```/g)];
-    return blocks.map((m) => [m[1], m[2], (parseYaml(m[2]) as { config: Record<string, unknown> }).config["ml-infra:serve"]]);
+    return ["dev", "staging", "prod"].map((stack) => {
+        const text = fs.readFileSync(path.join(ROOT, "stacks", `Pulumi.${stack}.yaml`), "utf8");
+        return [stack, text, (parseYaml(text) as { config: Record<string, unknown> }).config["ml-infra:serve"]];
+    });
 }
 
-describe("the stack config proposed in docs/serving.md", () => {
+describe("the environment stack files", () => {
     it("covers dev, staging and prod", () => {
         expect(proposedStacks().map(([stack]) => stack)).toEqual(["dev", "staging", "prod"]);
     });
