@@ -251,13 +251,21 @@ function ingressOf(r: PolicyResource): Ingress[] {
     return [];
 }
 
+/** 0.0.0.0/0, ::/0, or a range so wide (IPv4 shorter than /8, IPv6 shorter than /16) it is most of the internet. */
+export function isInternetWide(cidr: string): boolean {
+    const [address, prefixText] = cidr.split("/");
+    const prefix = Number(prefixText);
+    if (prefixText === undefined || Number.isNaN(prefix)) return false;
+    return address.includes(":") ? prefix < 16 : prefix < 8;
+}
+
 const noOpenIngress: ResourcePolicy = {
     name: "no-open-ingress",
-    description: `No ingress from 0.0.0.0/0 or ::/0 unless the resource is tagged ${PUBLIC_TAG}=true on purpose.`,
+    description: `No ingress from 0.0.0.0/0, ::/0 or another internet-wide range unless the resource is tagged ${PUBLIC_TAG}=true on purpose.`,
     check: (r) =>
         ingressOf(r)
-            .filter((i) => !i.public && i.cidrs.some((c) => c === "0.0.0.0/0" || c === "::/0"))
-            .map((i) => `ingress ${i.from}-${i.to} is open to the internet`),
+            .filter((i) => !i.public && i.cidrs.some(isInternetWide))
+            .map((i) => `ingress ${i.from}-${i.to} is open to the internet (${i.cidrs.filter(isInternetWide).join(", ")})`),
 };
 
 export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [

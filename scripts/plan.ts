@@ -218,9 +218,9 @@ function parseArgs(argv: readonly string[]): Args {
 }
 
 /** Command-line entry point; returns the exit code (1 on a mandatory violation). */
-export async function main(argv: readonly string[], log: (s: string) => void = console.log): Promise<number> {
+export async function main(argv: readonly string[], log: (s: string) => void = console.log, load: ProgramLoader = requireProgram): Promise<number> {
     const args = parseArgs(argv);
-    const p = await plan(args.stack as string, args.config);
+    const p = await plan(args.stack as string, args.config, load);
     log(renderTree(p));
     log("");
     log(renderViolations(p.violations));

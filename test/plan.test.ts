@@ -3,9 +3,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { diffPlans, plan, renderDiff, renderTree, stableJson } from "../scripts/plan";
+import { diffPlans, main, plan, renderDiff, renderTree, renderViolations, stableJson } from "../scripts/plan";
 import { promote } from "../scripts/promote";
-import { STACKS_DIR, importProgram, stackNames } from "./harness";
+import { ROOT, STACKS_DIR, importProgram, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 describe.each(stackNames())("offline plan of %s", (stack) => {
@@ -39,5 +39,20 @@ describe("plan diff", () => {
         const r = (urn: string, inputs: object) => ({ urn, type: "t", name: urn, parent: "", inputs, protect: false, retainOnDelete: false, customTimeouts: { create: "", update: "", delete: "" } });
         const diff = diffPlans({ resources: [r("a", { x: 1 }), r("b", { y: 1 })], outputs: {} }, { resources: [r("a", { x: 2 }), r("c", {})], outputs: {} });
         expect(diff).toMatchObject({ added: ["c"], removed: ["b"], changed: [{ urn: "a", keys: ["x"] }], digests: [] });
+    });
+});
+
+describe("a stack built to violate a policy", () => {
+    const file = path.join(ROOT, "test/fixtures/Pulumi.violating.yaml");
+
+    it("passes the config check but fails the plan with the policy, the resource and a non-zero exit", async () => {
+        const p = await plan("violating", file, importProgram);
+        expect(p.violations.length).toBeGreaterThan(0);
+        expect(new Set(p.violations.map((v) => v.policy))).toEqual(new Set(["no-open-ingress"]));
+        for (const v of p.violations) expect(v.message).toMatch(/open to the internet \(0\.0\.0\.0\/1|128\.0\.0\.0\/1/);
+        expect(renderViolations(p.violations)).toMatch(/^policy pack: \d+ mandatory violation\(s\)\n {2}\[no-open-ingress\] urn:pulumi:violating::ml-infra::/);
+        const log: string[] = [];
+        expect(await main(["--stack", "violating", "--config", file], (line) => log.push(line), importProgram)).toBe(1);
+        expect(log.join("\n")).toContain("mandatory violation");
     });
 });

@@ -124,6 +124,7 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
         pass: [ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/16" }), ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0", tags: { "ml-infra:public": "true" } })],
         fail: [
             ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0" }),
+            ingress({ fromPort: 1234, toPort: 1234, cidrIpv4: "0.0.0.0/1" }),
             res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }] }),
             res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "-1", cidrBlocks: ["10.0.0.0/8"], ipv6CidrBlocks: ["::/0"] }),
         ],
@@ -163,7 +164,7 @@ describe("policy pack", () => {
 
     it("runPolicies reports policy, resource and message", () => {
         const bad = ingress({ fromPort: 22, toPort: 22, cidrIpv4: "0.0.0.0/0" });
-        expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet" }]);
+        expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet (0.0.0.0/0)" }]);
     });
 });
 
