@@ -67,27 +67,24 @@ export async function evaluateFailure(stack: string, config: Record<string, unkn
 }
 
 /**
- * Evaluates a stack that must fail inside an apply (e.g. a reference that is
- * not a digest). Under mocks every resource fed by the failing Output leaves
- * an unhandled rejection: collect them here instead of letting them leak into
+ * Runs something that must fail inside an apply (e.g. a reference that is not
+ * a digest). Under mocks every resource fed by the failing Output leaves an
+ * unhandled rejection: collect them here instead of letting them leak into
  * vitest, let the run's RPCs drain (at most a second: a rejected input never
- * settles), and return every message, the program's own error first.
+ * settles), and return every message, the run's own error first (if it threw).
  */
-export async function evaluateRejection(stack: string, options: EvaluateOptions = {}): Promise<string[]> {
+export async function collectRejections(run: () => Promise<unknown>): Promise<string[]> {
     const saved = process.listeners("unhandledRejection");
     process.removeAllListeners("unhandledRejection");
     const seen: unknown[] = [];
     const collect = (reason: unknown) => void seen.push(reason);
     process.on("unhandledRejection", collect);
     try {
-        let failed = false;
         try {
-            await evaluate(stack, options);
+            await run();
         } catch (error) {
-            failed = true;
             seen.unshift(error);
         }
-        if (!failed) throw new Error(`stack ${stack} evaluated without an error`);
         const drained = waitForRPCs().catch((e: unknown) => void seen.push(e));
         await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 1000))]);
         await new Promise((resolve) => setTimeout(resolve, 50));
@@ -96,4 +93,11 @@ export async function evaluateRejection(stack: string, options: EvaluateOptions 
         process.off("unhandledRejection", collect);
         for (const listener of saved) process.on("unhandledRejection", listener);
     }
+}
+
+/** Evaluates a stack that must fail inside an apply; returns every error message (see collectRejections). */
+export async function evaluateRejection(stack: string, options: EvaluateOptions = {}): Promise<string[]> {
+    const messages = await collectRejections(() => evaluate(stack, options));
+    if (messages.length === 0) throw new Error(`stack ${stack} evaluated without an error`);
+    return messages;
 }

@@ -40,7 +40,7 @@ import {
     runUnderMocks,
     stackFileConfig,
     stackNames,
-    waitForRPCs,
+    collectRejections,
 } from "./harness";
 import { SIDECAR_PORT_LABEL as POLICY_SIDECAR_PORT_LABEL, runPolicies } from "../policy/policies";
 
@@ -580,35 +580,7 @@ describe("ServingCluster", () => {
 
 // ------------------------------------------------------------------ refusals
 
-/**
- * Runs a program that must fail. A failing program leaves Pulumi work in
- * flight (registrations whose inputs rejected, outputs of resources created
- * before the throw): let it drain against this run's mock monitor, for at most
- * a second (a rejected input never settles), and collect the unhandled
- * rejections it leaves so they are asserted here instead of leaking into the
- * next test. Returns every error message seen.
- */
-async function refusal(run: () => Promise<unknown>): Promise<string[]> {
-    const saved = process.listeners("unhandledRejection");
-    process.removeAllListeners("unhandledRejection");
-    const seen: unknown[] = [];
-    const listener = (reason: unknown) => void seen.push(reason);
-    process.on("unhandledRejection", listener);
-    try {
-        try {
-            await run();
-        } catch (error) {
-            seen.unshift(error);
-        }
-        const drained = waitForRPCs().catch((e: unknown) => void seen.push(e));
-        await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 1000))]);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        return seen.map((e) => (e instanceof Error ? e.message : String(e)));
-    } finally {
-        process.off("unhandledRejection", listener);
-        for (const l of saved) process.on("unhandledRejection", l);
-    }
-}
+const refusal = collectRejections;
 
 describe("refusals", () => {
     it("refuses a tag reference before registering the service's resources", async () => {

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildConfig } from "../components/config";
 import { isDigestRef } from "../components/references";
 import { CATALOG } from "../components/targets";
-import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, stackFileConfig, stackNames, evaluateRejection } from "./harness";
+import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, evaluateRejection, stackFileConfig, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const BUILD_KEY = `${PROJECT}:build`;

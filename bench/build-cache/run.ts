@@ -27,7 +27,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { CATALOG, resolveTarget, targetBuildArgs } from "../../components/targets";
 import {
+    LOCAL_BASE_IMAGE,
     LOCAL_REGISTRY,
+    REFERENCE_CONTEXT,
     acquireEngineLock,
     buildImage,
     docker,
@@ -42,8 +44,8 @@ import {
 } from "../../test/e2e/docker";
 
 const ROOT = path.resolve(__dirname, "../..");
-const CONTEXT = "images/inference-server";
-const BASE_IMAGE = `${LOCAL_REGISTRY}/debian:bookworm-slim`;
+const CONTEXT = REFERENCE_CONTEXT;
+const BASE_IMAGE = LOCAL_BASE_IMAGE;
 const REPO = `${LOCAL_REGISTRY}/bench/inference`;
 
 interface Options {

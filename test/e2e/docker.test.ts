@@ -18,7 +18,9 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CATALOG, resolveTarget, targetBuildArgs, type HardwareTarget } from "../../components/targets";
 import {
+    LOCAL_BASE_IMAGE,
     LOCAL_REGISTRY,
+    REFERENCE_CONTEXT,
     acquireEngineLock,
     buildImage,
     cleanup,
@@ -47,8 +49,8 @@ import {
 } from "./docker";
 
 const ROOT = path.resolve(__dirname, "../..");
-const CONTEXT = "images/inference-server";
-const BASE_IMAGE = `${LOCAL_REGISTRY}/debian:bookworm-slim`;
+const CONTEXT = REFERENCE_CONTEXT;
+const BASE_IMAGE = LOCAL_BASE_IMAGE;
 const SIDECAR_IMAGE = `${LOCAL_REGISTRY}/busybox:static`;
 const OWNER = `e2e-${process.pid}`;
 const MIN = 60_000;

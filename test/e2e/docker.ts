@@ -34,6 +34,9 @@ import * as path from "node:path";
 /** Debian's client: the preinstalled /usr/local/bin/docker has no buildx and falls back to the legacy builder. */
 export const DOCKER = process.env.E2E_DOCKER ?? "/usr/bin/docker";
 export const LOCAL_REGISTRY = "127.0.0.1:5000";
+/** The reference server's build context (relative to the project root) and the base image docker-env.sh makes. */
+export const REFERENCE_CONTEXT = "images/inference-server";
+export const LOCAL_BASE_IMAGE = `${LOCAL_REGISTRY}/debian:bookworm-slim`;
 /** Label on every network and container this module creates; its value names the session. */
 export const OWNER_LABEL = "ml-infra.e2e";
 
