@@ -321,7 +321,7 @@ export class ServingCluster extends pulumi.ComponentResource {
                             spotAllocationStrategy: group.spotAllocationStrategy,
                         },
                         launchTemplate: {
-                            // $Latest: new instances get template changes; see docs/serving.md for rolling old ones.
+                            // $Latest: new instances get template changes; see the README (Serving) for rolling old ones.
                             launchTemplateSpecification: { launchTemplateId: launchTemplate.id, version: "$Latest" },
                             overrides: group.instanceTypes.map((instanceType) => ({ instanceType })),
                         },
@@ -453,7 +453,7 @@ export class InferenceService extends pulumi.ComponentResource {
         const staticImages = [service.model.syncImage ?? AWS_CLI_IMAGE, ...sidecars.map((s) => s.image)];
         for (const image of staticImages) {
             if (PLACEHOLDER_DIGEST_RE.test(image)) {
-                pulumi.log.warn(`service ${name}: ${image} carries a placeholder digest; pin the real one (docs/serving.md) before deploying`, this);
+                pulumi.log.warn(`service ${name}: ${image} carries a placeholder digest; pin the real one (README, Serving: sidecars) before deploying`, this);
             }
         }
 
