@@ -12,6 +12,7 @@
  */
 import { z } from "zod";
 import { cidr, imageRef, strict } from "./schema";
+import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "./instance-types";
 import { POOLS, type HardwareTarget, type Pool } from "./targets";
 
 // ------------------------------------------------------------------ network
@@ -201,21 +202,7 @@ export type PoolConfig = NonNullable<RunnersConfig["pools"][Pool]>;
 
 // ------------------------------------------------------------ instance types
 
-/** First-generation Graviton (a1) has no `g` after the generation digit. */
-const GRAVITON_RE = /^(?:a1|[a-z]+\d+g[a-z]*)\.[a-z0-9-]+$/;
-/** NVIDIA GPU families on x86-64. (g4ad is AMD, g5g is Graviton: neither belongs to the gpu pool.) */
-export const NVIDIA_X86_FAMILIES = ["g4dn", "g5", "g6", "g6e", "g6f", "gr6", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200"] as const;
-
-/** Is this a Graviton (arm64) instance type? c6g, c7gd, c8g, m7g, r7g, t4g, x2gd, im4gn, a1 ... */
-export function isGraviton(type: string): boolean {
-    return GRAVITON_RE.test(type);
-}
-
-/** Is this an x86-64 instance type with an NVIDIA GPU? g4dn, g5, g6, g6e, p5 ... */
-export function isNvidiaX86(type: string): boolean {
-    const family = type.slice(0, type.indexOf("."));
-    return (NVIDIA_X86_FAMILIES as readonly string[]).includes(family);
-}
+export { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 };
 
 // ------------------------------------------------------------------- checks
 

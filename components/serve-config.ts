@@ -22,6 +22,9 @@ import {
 } from "./container-definitions";
 import { parseDigestRef } from "./references";
 import { cidr, imageRef, name, strict, stringMap } from "./schema";
+import { type InstanceTypeInfo, NVIDIA_GPU_FAMILIES, describeInstanceType } from "./instance-types";
+
+export { type InstanceTypeInfo, NVIDIA_GPU_FAMILIES, describeInstanceType };
 import type { HardwareTarget } from "./targets";
 
 // ---------------------------------------------------------------- hardware kinds
@@ -238,41 +241,6 @@ export const loadBalancerSchema = strict({
 export type LoadBalancerConfig = z.infer<typeof loadBalancerSchema>;
 
 // ---------------------------------------------------------------- instance types
-
-/** NVIDIA GPU instance families: compute capability and CPU architecture. */
-export const NVIDIA_GPU_FAMILIES: Readonly<Record<string, { readonly capability: string; readonly architecture: "x86_64" | "arm64" }>> = {
-    p3: { capability: "7.0", architecture: "x86_64" },
-    p3dn: { capability: "7.0", architecture: "x86_64" },
-    g4dn: { capability: "7.5", architecture: "x86_64" },
-    g5g: { capability: "7.5", architecture: "arm64" },
-    p4d: { capability: "8.0", architecture: "x86_64" },
-    p4de: { capability: "8.0", architecture: "x86_64" },
-    g5: { capability: "8.6", architecture: "x86_64" },
-    g6: { capability: "8.9", architecture: "x86_64" },
-    g6e: { capability: "8.9", architecture: "x86_64" },
-    gr6: { capability: "8.9", architecture: "x86_64" },
-    p5: { capability: "9.0", architecture: "x86_64" },
-    p5e: { capability: "9.0", architecture: "x86_64" },
-    p5en: { capability: "9.0", architecture: "x86_64" },
-    "p6-b200": { capability: "10.0", architecture: "x86_64" },
-};
-
-export interface InstanceTypeInfo {
-    readonly family: string;
-    readonly architecture: "x86_64" | "arm64";
-    /** Compute capability of its NVIDIA GPU; undefined without one. */
-    readonly gpuCapability?: string;
-}
-
-/** What an instance type name says about it (Graviton families carry a "g" after the generation). */
-export function describeInstanceType(type: string): InstanceTypeInfo {
-    const family = type.split(".")[0];
-    const gpu = NVIDIA_GPU_FAMILIES[family];
-    if (gpu) return { family, architecture: gpu.architecture, gpuCapability: gpu.capability };
-    const m = /^([a-z]+)(\d+)([a-z]*)(-.*)?$/.exec(family);
-    const graviton = family === "a1" || (m !== null && m[3].includes("g"));
-    return { family, architecture: graviton ? "arm64" : "x86_64" };
-}
 
 const capabilityParts = (c: string): [number, number] => {
     const [major, minor] = c.split(".").map(Number);

@@ -78,7 +78,7 @@ describe("build.runners config", () => {
     it("reports non-Graviton types in the arm64 pool and non-GPU types in the gpu pool, by key path", () => {
         expect(problems({ ...CI, pools: { arm64: { instanceTypes: ["c7g.xlarge", "c7i.xlarge"] }, gpu: { instanceTypes: ["g5.xlarge", "g5g.xlarge"] } } })).toEqual([
             "pools.arm64.instanceTypes.1: the arm64 pool takes Graviton types only (c7g, c8g, m7g, r7g ...: a `g` after the generation digit)",
-            "pools.gpu.instanceTypes.1: the gpu pool takes NVIDIA x86-64 types only; allowed families: g4dn, g5, g6, g6e, g6f, gr6, p4d, p4de, p5, p5e, p5en, p6-b200",
+            "pools.gpu.instanceTypes.1: the gpu pool takes NVIDIA x86-64 types only; allowed families: g4dn, g5, g6, g6e, g6f, gr6, p3, p3dn, p4d, p4de, p5, p5e, p5en, p6-b200",
         ]);
         expect(problems({ ...CI, pools: { amd64: { instanceTypes: ["m7g.large"] } } })).toEqual([
             "pools.amd64.instanceTypes.0: the amd64 pool takes x86-64 types only; Graviton types belong to the arm64 pool",
