@@ -17,8 +17,9 @@ import { type BaseImages, MultiArchImage, TargetImage } from "./components/image
 import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/naming";
 import { resolveThroughCache } from "./components/pullthrough";
 import type { BuiltImage } from "./components/references";
+import { LocalService } from "./components/local";
 import { PrivateNetwork } from "./components/network";
-import { ImageRegistry } from "./components/registry";
+import { ImageRegistry, type RegistryCredentials, type RegistryLogin } from "./components/registry";
 import { hardwareKindsOf } from "./components/serve-config";
 import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/runners";
 import { type HardwareTarget, POOLS } from "./components/targets";
@@ -47,9 +48,21 @@ const network = config.network
 interface BuildOutputs {
     readonly images: pulumi.Output<Record<string, BuiltImage>>;
     readonly pools: BuildRunnerPool[];
+    /** Per image, per target: the build. */
+    readonly built: Readonly<Record<string, Readonly<Record<string, TargetImage>>>>;
 }
 
-function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
+/** Where images are pushed and their cache kept, and what a target's build starts from. */
+interface ImageStore {
+    readonly repositoryUrl: (image: string) => pulumi.Input<string>;
+    readonly cacheRepositoryUrl: (image: string) => pulumi.Input<string>;
+    readonly registries: pulumi.Input<RegistryLogin[]>;
+    readonly credentials?: pulumi.Input<RegistryCredentials>;
+    readonly basesOf: (target: HardwareTarget) => pulumi.Input<BaseImages>;
+}
+
+/** ECR: the registry with its caches and pull-through rules, runner pools, the dashboard. */
+function ecrStore(build: NonNullable<typeof config.build>): { store: ImageStore; pools: BuildRunnerPool[] } {
     const registry = new ImageRegistry("registry", {
         prefix: build.repositoryPrefix,
         images: build.images,
@@ -80,13 +93,34 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
         }
         return bases;
     };
+    const store: ImageStore = {
+        repositoryUrl: (image) => registry.repositories[image].repositoryUrl,
+        cacheRepositoryUrl: (image) => registry.cacheRepositories[image].repositoryUrl,
+        registries: registry.registries,
+        credentials: registry.credentials,
+        basesOf,
+    };
+    return { store, pools };
+}
 
+/** A registry on this machine's loopback (the local stack): no AWS, no login, bases as declared. */
+function localStore(build: NonNullable<typeof config.build>, registry: string): ImageStore {
+    return {
+        repositoryUrl: (image) => `${registry}/${imageRepositoryName(build.repositoryPrefix, image)}`,
+        cacheRepositoryUrl: (image) => `${registry}/${cacheRepositoryName(build.repositoryPrefix, image)}`,
+        registries: [],
+        basesOf: (target) => ({ base: target.baseImage, runtime: target.runtimeBaseImage ?? target.baseImage }),
+    };
+}
+
+function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
+    const { store, pools } = build.localRegistry ? { store: localStore(build, build.localRegistry), pools: [] } : ecrStore(build);
     const images: Record<string, pulumi.Output<BuiltImage>> = {};
     const builtByImage: Record<string, Record<string, TargetImage>> = {};
     // Bases first: a dependent image's BASE_IMAGE is its base's digest for the same target.
     for (const image of buildOrder(build.images)) {
-        const repositoryUrl = registry.repositories[image.name].repositoryUrl;
-        const cacheRepositoryUrl = registry.cacheRepositories[image.name].repositoryUrl;
+        const repositoryUrl = store.repositoryUrl(image.name);
+        const cacheRepositoryUrl = store.cacheRepositoryUrl(image.name);
         const built: Record<string, TargetImage> = {};
         for (const targetName of image.targets) {
             const target = build.resolvedTargets[targetName];
@@ -97,8 +131,8 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                 version: build.version,
                 repositoryUrl,
                 cacheRepositoryUrl,
-                registries: registry.registries,
-                bases: chained ?? basesOf(target),
+                registries: store.registries,
+                bases: chained ?? store.basesOf(target),
                 buildOnPreview: build.buildOnPreview,
                 // With runner pools, each target builds on the pool its catalog entry names.
                 builder: build.runners ? builderName(target.pool) : build.builder,
@@ -111,7 +145,7 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                   tag: pulumi.interpolate`${repositoryUrl}:${build.version}`,
                   sources: [built[image.multiArch.amd64].ref, built[image.multiArch.arm64].ref],
                   repositoryUrl,
-                  credentials: registry.credentials,
+                  credentials: store.credentials,
               })
             : undefined;
         const targets = pulumi.all(Object.fromEntries(Object.entries(built).map(([t, b]) => [t, b.built])));
@@ -125,7 +159,18 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                 multiArch: ref ? { tag: `${repository}:${build.version}`, ref } : undefined,
             }));
     }
-    return { images: pulumi.all(images), pools };
+    return { images: pulumi.all(images), pools, built: builtByImage };
+}
+
+function localSection(localConfig: NonNullable<typeof config.local>, builds: BuildOutputs) {
+    const labels = { "ml-infra.project": config.project, "ml-infra.stack": config.stack };
+    return Object.fromEntries(
+        localConfig.services.map((service) => {
+            const ref = builds.built[service.image][service.target].ref;
+            const svc = new LocalService(service.name, { service, image: ref, labels });
+            return [service.name, pulumi.all({ url: svc.url, ref })];
+        }),
+    );
 }
 
 /** The build secrets an image asks for (validated to exist), still a secret. */
@@ -196,6 +241,8 @@ export const images = built?.images;
 export const runners = built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined;
 /** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
 export const multiArchBuilder = built ? multiArchBuilderOf(built.pools) : undefined;
+/** Local stack: per service, its URL on 127.0.0.1 and the digest it runs. */
+export const local = config.local && built ? localSection(config.local, built) : undefined;
 /** The network runners and services live in. */
 export const vpc = network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined;
 /** Environment stacks: per service, the digest it deploys and where that digest came from. */

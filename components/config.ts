@@ -111,7 +111,11 @@ const imageSchema = strict({
     }).optional(),
 });
 
+/** A registry on this machine's loopback (the `local` stack): 127.0.0.1:<port> or localhost:<port>. */
+const LOCAL_REGISTRY_RE = /^(127\.0\.0\.1|localhost):\d{2,5}$/;
+
 export const buildSchema = strict({
+    localRegistry: z.string().regex(LOCAL_REGISTRY_RE, "must be a registry on loopback, e.g. 127.0.0.1:5000").optional(),
     version: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/, "must be a valid image tag of at most 64 characters"),
     repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
     buildOnPreview: z.boolean().default(false),
@@ -148,6 +152,30 @@ const serveSchema = strict({
 /** Build args whose names say they carry a credential: those belong in build secrets. */
 export const CREDENTIAL_ARG_RE = /(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_?KEY|ACCESS_?KEY)/i;
 
+// --------------------------------------------------------------------- local
+
+const localSidecarSchema = strict({
+    name: name("sidecar name"),
+    image: z.string().regex(/^(127\.0\.0\.1|localhost):\d{2,5}\/[a-z0-9._/-]+(:[A-Za-z0-9_.-]+)?(@sha256:[a-f0-9]{64})?$/, "must be an image in the local registry (127.0.0.1:<port>/...)"),
+    port: z.number().int().min(1).max(65535),
+    command: z.array(z.string()).default([]),
+});
+
+const localServiceSchema = strict({
+    name: name("service name"),
+    image: name("image name"),
+    target: z.string(),
+    port: z.number().int().min(1).max(65535).default(8080),
+    hostPort: z.number().int().min(1024).max(65535),
+    environment: stringMap.default({}),
+    sidecars: z.array(localSidecarSchema).default([]),
+});
+
+/** The serve section of a stack on local Docker: services run from this stack's own builds. */
+const localSchema = strict({
+    services: z.array(localServiceSchema).min(1, "the local section needs at least one service"),
+});
+
 export const stackConfigSchema = strict({
     costCenter: z.string().min(1).default("ml-platform"),
     protectData: z.boolean().default(true),
@@ -157,6 +185,7 @@ export const stackConfigSchema = strict({
     network: networkSchema.optional(),
     build: buildSchema.optional(),
     serve: serveSchema.optional(),
+    local: localSchema.optional(),
 });
 
 export type RawStackConfig = z.infer<typeof stackConfigSchema>;
@@ -165,6 +194,8 @@ export type ImageConfig = BuildConfig["images"][number];
 export type RegistryConfig = BuildConfig["registry"];
 export type ServeConfig = NonNullable<RawStackConfig["serve"]>;
 export type ServiceConfig = ServeConfig["services"][number];
+export type LocalConfig = NonNullable<RawStackConfig["local"]>;
+export type LocalServiceConfig = LocalConfig["services"][number];
 export type { NetworkConfig, RunnersConfig } from "./runners-config";
 
 /** Validated config with every target resolved. */
@@ -177,6 +208,8 @@ export interface StackConfig {
     readonly network?: RawStackConfig["network"];
     readonly build?: BuildConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
     readonly serve?: ServeConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
+    /** Docker on this machine: services run from this stack's own builds. */
+    readonly local?: LocalConfig;
 }
 
 export interface LoadOptions {
@@ -271,9 +304,10 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     const problems: string[] = [];
     const report = (keys: readonly PathKey[], message: string) => problems.push(problem(project, raw, keys, message));
 
-    if (!cfg.build && !cfg.serve) {
+    if (!cfg.build && !cfg.serve && !cfg.local) {
         report(["build"], "a stack needs a build section, a serve section or both");
     }
+    if (cfg.local) checkLocal(cfg.local, cfg, report);
     if (cfg.network) checkNetwork(cfg.network, (keys, message) => report(["network", ...keys], message));
     const build = cfg.build ? checkBuild(cfg.build, cfg.buildSecrets, raw, options, report, problems) : undefined;
     const serve = cfg.serve ? checkServe(cfg.serve, raw, options, report, problems) : undefined;
@@ -292,7 +326,7 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
         report(["network"], "build.runners needs a network section: runners live in private subnets");
     }
     if (problems.length > 0) throw new ConfigError(problems);
-    return { project, stack: options.stack, costCenter: cfg.costCenter, protectData: cfg.protectData, network: cfg.network, build, serve };
+    return { project, stack: options.stack, costCenter: cfg.costCenter, protectData: cfg.protectData, network: cfg.network, build, serve, local: cfg.local };
 }
 
 type Report = (keys: readonly PathKey[], message: string) => void;
@@ -415,6 +449,9 @@ function checkBuild(
         }
     });
     for (const p of chainProblems(build.images)) report(["build", "images", p.index, p.key], p.message);
+    if (build.localRegistry && build.runners) {
+        report(["build", "runners"], "a build to a local registry runs on this machine's Docker, not on runner pools; remove one of them");
+    }
     if (build.runners) {
         const used = [...new Set(build.images.flatMap((i) => i.targets))].filter((t) => t in targets).map((t) => targets[t]);
         checkRunners(build.runners, used, (keys, message) => report(["build", "runners", ...keys], message));
@@ -423,6 +460,35 @@ function checkBuild(
         if (build.builder) report(["build", "builder"], "is set by the runner pools when build.runners is configured; remove one of them");
     }
     return { ...build, resolvedTargets: targets };
+}
+
+/** The `local` section: Docker on this machine, no AWS, serving what this stack builds. */
+function checkLocal(local: LocalConfig, cfg: RawStackConfig, report: Report): void {
+    if (!cfg.build?.localRegistry) report(["build", "localRegistry"], "the local section serves this stack's own builds: set build.localRegistry (e.g. 127.0.0.1:5000)");
+    if (cfg.serve) report(["serve"], "a local stack serves with Docker (the local section), not ECS; remove one of them");
+    if (cfg.network) report(["network"], "a local stack creates no AWS network; remove it");
+    const built = new Set((cfg.build?.images ?? []).flatMap((i) => i.targets.map((t) => `${i.name}/${t}`)));
+    const names = new Map<string, string>();
+    const hostPorts = new Map<number, number>();
+    local.services.forEach((service, i) => {
+        const at = ["local", "services", i];
+        if (!built.has(`${service.image}/${service.target}`)) {
+            report([...at, "target"], `image ${service.image} is not built for target ${service.target} by this stack; built: ${[...built].sort().join(", ") || "nothing"}`);
+        }
+        const firstPort = hostPorts.get(service.hostPort);
+        if (firstPort !== undefined) report([...at, "hostPort"], `also used by local.services[${firstPort}]`);
+        else hostPorts.set(service.hostPort, i);
+        const claim = (container: string, keys: readonly PathKey[]) => {
+            const other = names.get(container);
+            if (other !== undefined) report(keys, `container name also used by ${other}; names are unique`);
+            else names.set(container, formatPath("ml-infra", keys));
+        };
+        claim(service.name, [...at, "name"]);
+        service.sidecars.forEach((sidecar, j) => claim(sidecar.name, [...at, "sidecars", j, "name"]));
+        service.sidecars.forEach((sidecar, j) => {
+            if (sidecar.port === service.port) report([...at, "sidecars", j, "port"], `is the server's port; a sidecar listens on its own port`);
+        });
+    });
 }
 
 /** Prefixes of the pull-through rules the registry config creates. */

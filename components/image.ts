@@ -130,8 +130,8 @@ export interface MultiArchImageArgs {
     /** Digest references of the per-platform images to join. */
     readonly sources: ReadonlyArray<pulumi.Input<string>>;
     readonly repositoryUrl: pulumi.Input<string>;
-    /** ECR login (secret): `ImageRegistry.credentials`. */
-    readonly credentials: pulumi.Input<RegistryCredentials>;
+    /** ECR login (secret): `ImageRegistry.credentials`. Default: none (a local registry without login). */
+    readonly credentials?: pulumi.Input<RegistryCredentials>;
 }
 
 export class MultiArchImage extends pulumi.ComponentResource {
@@ -142,14 +142,14 @@ export class MultiArchImage extends pulumi.ComponentResource {
     constructor(name: string, args: MultiArchImageArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:MultiArchImage", name, {}, opts);
         if (args.sources.length < 2) throw new Error(`multi-arch image ${name} needs at least two sources`);
-        const credentials = pulumi.output(args.credentials);
+        const credentials = args.credentials === undefined ? undefined : pulumi.output(args.credentials);
         this.index = new dockerbuild.Index(
             `${name}-index`,
             {
                 tag: args.tag,
                 sources: [...args.sources],
                 push: true,
-                registry: {
+                registry: credentials && {
                     address: credentials.address,
                     username: credentials.username,
                     password: pulumi.secret(credentials.password),

@@ -61,7 +61,7 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
         value: '{"version"',
-        allowed: /allowed: build, buildSecrets, costCenter, network, protectData, serve/,
+        allowed: /allowed: build, buildSecrets, costCenter, local, network, protectData, serve/,
     },
     {
         what: "wrong type",

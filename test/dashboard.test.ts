@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { RUNNER_METRICS_NAMESPACE, cloudWatchAgentConfig } from "../components/buildkit";
 import type { BuildConfig } from "../components/config";
 import { dashboardBody, pushEventPattern } from "../components/dashboard";
-import { type Evaluation, evaluate, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
 
 describe("dashboard body (pure)", () => {
     const body = dashboardBody({
@@ -47,7 +47,7 @@ describe("dashboard body (pure)", () => {
     });
 });
 
-const buildStacks = stackNames().filter((s) => "ml-infra:build" in stackFileConfig(s));
+const buildStacks = awsBuildStackNames();
 
 describe.each(buildStacks)("dashboard of build stack %s", (stack) => {
     let ev: Evaluation;

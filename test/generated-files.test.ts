@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { BUILDKITD_TOML_PATH } from "../components/buildkit";
 import { iamDocumentProblems } from "../policy/iam-grammar";
-import { type Evaluation, ROOT, evaluate, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, ROOT, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
 
 const IN_CI = process.env.CI === "true";
 
@@ -45,7 +45,7 @@ interface CloudConfig {
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "generated-"));
-const buildStacks = stackNames().filter((s) => "ml-infra:build" in stackFileConfig(s));
+const buildStacks = awsBuildStackNames();
 
 /** Scripts of the repository itself that CI or users run. */
 const REPO_SCRIPTS = [".ci/run", "scripts/ci/prepare-builders.sh", "scripts/docker-env.sh", "images/inference-server/build/nvcc-gencode.sh", "images/inference-server/build/torch-from-source.sh"]

@@ -11,8 +11,7 @@ import {
     cliConfig,
     evaluate as evaluateWith,
     projectFile,
-    stackFileConfig,
-    stackNames,
+    awsBuildStackNames,
     waitForRPCs,
 } from "../scripts/lib/mock-runtime";
 
@@ -28,7 +27,7 @@ let buildOutputsOnce: Promise<Record<string, unknown>> | undefined;
 
 /** The outputs of the build stack file, evaluated once per test file (environments that follow it need them). */
 export function buildStackOutputs(): Promise<Record<string, unknown>> {
-    const stack = stackNames().find((s) => "ml-infra:build" in stackFileConfig(s));
+    const stack = awsBuildStackNames()[0];
     if (!stack) throw new Error("no stack file has a build section");
     buildOutputsOnce ??= evaluate(stack).then((ev) => ev.outputs);
     return buildOutputsOnce;

@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadStackConfig } from "../components/config";
-import { type Evaluation, ROOT, cliConfig, evaluate, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, ROOT, cliConfig, evaluate, awsBuildStackNames } from "./harness";
 import { PROJECT, validBuild } from "./fixtures";
 
 const TOKEN = "hf_s3cr3t-token-value";
@@ -71,7 +71,7 @@ describe("secret config is never echoed", () => {
     });
 });
 
-describe.each(stackNames().filter((s) => "ml-infra:build" in stackFileConfig(s)))("secrets of build stack %s", (stack) => {
+describe.each(awsBuildStackNames())("secrets of build stack %s", (stack) => {
     it("exports runner client keys and certificates only inside a secret output", async () => {
         const ev = await evaluate(stack);
         if (ev.outputs.runners !== undefined) expect(ev.secretOutputs).toContain("runners");

@@ -8,12 +8,12 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildConfig } from "../components/config";
 import { isDigestRef } from "../components/references";
 import { CATALOG } from "../components/targets";
-import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, evaluateRejection, stackFileConfig, stackNames } from "./harness";
+import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, evaluateRejection, stackFileConfig, stackNames, awsBuildStackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const BUILD_KEY = `${PROJECT}:build`;
 const SERVE_KEY = `${PROJECT}:serve`;
-const buildStacks = stackNames().filter((s) => BUILD_KEY in stackFileConfig(s));
+const buildStacks = awsBuildStackNames();
 type BuildStackConfig = BuildConfig & { runners?: { pools: Record<string, unknown> } };
 const envStacks = stackNames().filter((s) => SERVE_KEY in stackFileConfig(s));
 

@@ -69,6 +69,14 @@ export function stackNames(): string[] {
         .sort();
 }
 
+/** Stacks that build into ECR (a build section without `localRegistry`). */
+export function awsBuildStackNames(): string[] {
+    return stackNames().filter((s) => {
+        const build = stackFileConfig(s)["ml-infra:build"] as { localRegistry?: string } | undefined;
+        return build !== undefined && build.localRegistry === undefined;
+    });
+}
+
 export function stackFileConfig(stack: string): Record<string, unknown> {
     const file = parseYaml(fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8")) as {
         config?: Record<string, unknown>;

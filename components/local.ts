@@ -1,0 +1,90 @@
+/**
+ * LocalService: one inference server and its sidecars on this machine's
+ * Docker (the `local` stack, no AWS). The server runs this stack's own build,
+ * pinned by digest, on two networks: `<service>-serve` (its one port
+ * published on 127.0.0.1 only) and `<service>-sidecars` (internal: no route
+ * out), where the sidecars run with no published port at all.
+ */
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import type { LocalServiceConfig } from "./config";
+import { requireDigestRef } from "./inference";
+import { SIDECAR_PORT_LABEL } from "./container-definitions";
+
+export interface LocalServiceArgs {
+    /** The service as declared in `local.services[]` (port, hostPort, environment, sidecars). */
+    readonly service: LocalServiceConfig;
+    /** The digest reference this stack built for the service's image and target. */
+    readonly image: pulumi.Input<string>;
+    /** Labels put on every container and network. */
+    readonly labels: Readonly<Record<string, string>>;
+}
+
+/** Docker's list form of a label map, sorted. */
+function labelList(labels: Readonly<Record<string, string>>): Array<{ label: string; value: string }> {
+    return Object.keys(labels)
+        .sort()
+        .map((label) => ({ label, value: labels[label] }));
+}
+
+export class LocalService extends pulumi.ComponentResource {
+    public readonly server: docker.Container;
+    public readonly sidecars: readonly docker.Container[];
+    /** `http://127.0.0.1:<hostPort>` */
+    public readonly url: string;
+
+    constructor(name: string, args: LocalServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ml-infra:local:LocalService", name, {}, opts);
+        const { service } = args;
+        const labels = { ...args.labels, "ml-infra.service": service.name };
+        const serveNet = new docker.Network(`${name}-serve`, { name: `${service.name}-serve`, labels: labelList(labels) }, { parent: this });
+        // Internal: containers on it reach each other and nothing else, and publish nothing.
+        const sidecarNet = new docker.Network(
+            `${name}-sidecars`,
+            { name: `${service.name}-sidecars`, internal: true, labels: labelList(labels) },
+            { parent: this },
+        );
+
+        this.sidecars = service.sidecars.map(
+            (sidecar) =>
+                new docker.Container(
+                    `${name}-${sidecar.name}`,
+                    {
+                        name: sidecar.name,
+                        image: sidecar.image,
+                        command: sidecar.command.length > 0 ? [...sidecar.command] : undefined,
+                        networksAdvanced: [{ name: sidecarNet.name, aliases: [sidecar.name] }],
+                        labels: labelList({ ...labels, [SIDECAR_PORT_LABEL]: String(sidecar.port) }),
+                        restart: "unless-stopped",
+                    },
+                    { parent: this },
+                ),
+        );
+
+        const environment: Record<string, string> = {
+            ...service.environment,
+            PORT: String(service.port),
+            ...Object.fromEntries(service.sidecars.map((s) => [`SIDECAR_${s.name.toUpperCase().replace(/-/g, "_")}_URL`, `http://${s.name}:${s.port}/`])),
+        };
+        this.server = new docker.Container(
+            `${name}-server`,
+            {
+                name: service.name,
+                image: pulumi.output(args.image).apply((ref) => requireDigestRef(ref, service.name)),
+                networksAdvanced: [
+                    { name: serveNet.name, aliases: [service.name] },
+                    { name: sidecarNet.name, aliases: [service.name] },
+                ],
+                ports: [{ internal: service.port, external: service.hostPort, ip: "127.0.0.1" }],
+                envs: Object.keys(environment)
+                    .sort()
+                    .map((k) => `${k}=${environment[k]}`),
+                labels: labelList({ ...labels, "ml-infra.target": service.target }),
+                restart: "unless-stopped",
+            },
+            { parent: this, dependsOn: [...this.sidecars] },
+        );
+        this.url = `http://127.0.0.1:${service.hostPort}`;
+        this.registerOutputs({ url: this.url });
+    }
+}
