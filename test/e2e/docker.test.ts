@@ -4,9 +4,10 @@
  * realises the serving plan (networks, server, sidecar) with the Docker CLI
  * and checks what the `local` stack promises.
  *
- * The plan is hand-written for now (`handWrittenPlan`), in the shape of the
- * Pulumi inputs the `local` stack declares; it is to be replaced by the plan
- * captured from that stack under mocks.
+ * The plan is the `local` stack's own: the program is evaluated under Pulumi's
+ * mock runtime (`capturedPlan`) and exactly the docker-build Images, Docker
+ * networks and containers it registers are realised with the Docker CLI (the
+ * mock digests of the server's image are replaced by the digests really built).
  *
  * Needs `scripts/docker-env.sh` first. Without Docker the suite is skipped with
  * the reason; with CI=true it fails instead.
@@ -16,7 +17,9 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CATALOG, resolveTarget, targetBuildArgs, type HardwareTarget } from "../../components/targets";
+import { loadStackConfig } from "../../components/config";
+import type { HardwareTarget } from "../../components/targets";
+import { cliConfig, evaluate, stackFileConfig } from "../harness";
 import {
     LOCAL_BASE_IMAGE,
     LOCAL_REGISTRY,
@@ -87,61 +90,36 @@ function cpuFlags(): Set<string> {
 const FLAGS = cpuFlags();
 const runnable = (t: HardwareTarget) => t.cpuFeatures.every((f) => FLAGS.has(f));
 
-/**
- * The port the sidecar listens on inside its container: away from the usual dev
- * servers, and checked free on the host's loopback before the sidecar starts, so
- * a refused connect from the host means the port is not published.
- */
-function sidecarPort(): number {
-    return 20000 + (process.pid % 20000);
-}
+type Labels = ReadonlyArray<{ readonly label: string; readonly value: string }>;
+const labelOf = (labels: Labels | undefined, key: string) => labels?.find((l) => l.label === key)?.value;
 
-/** What the `local` stack declares, written by hand: host-platform CPU targets, one server, one sidecar. */
-function handWrittenPlan(): LocalPlan {
-    const targets = Object.entries(CATALOG)
-        .map(([name, spec]) => resolveTarget(name, spec))
-        .filter((t) => t.platform === hostPlatform() && !t.runtime.gpu);
-    const images = targets.map((target) => {
-        const cacheRef = `${LOCAL_REGISTRY}/ml/cache/inference:cache-${target.name}`;
-        const spec: ImageSpec = {
-            context: { location: CONTEXT },
-            dockerfile: { location: `${CONTEXT}/Dockerfile` },
-            target: target.stage,
-            platforms: [target.platform],
-            buildArgs: targetBuildArgs(target, BASE_IMAGE, BASE_IMAGE),
-            tags: [`${LOCAL_REGISTRY}/ml/inference:e2e-${target.name}`],
-            labels: { "ml-infra.image": "inference", "ml-infra.target": target.name },
-            cacheFrom: [{ registry: { ref: cacheRef } }],
-            cacheTo: [{ registry: { ref: cacheRef, mode: "max" } }],
-            push: true,
-        };
-        return { target, spec };
+/** What the `local` stack registers under mocks, as the plan the Docker CLI realises. */
+async function capturedPlan(): Promise<LocalPlan> {
+    const config = stackFileConfig("local");
+    const targets = loadStackConfig(cliConfig(config), { project: "ml-infra", stack: "local", projectRoot: ROOT, pathExists: fs.existsSync }).build
+        ?.resolvedTargets;
+    if (!targets) throw new Error("the local stack has no build section");
+    const ev = await evaluate("local");
+    const images = ev.ofType("docker-build:index:Image").map((r) => {
+        const spec = r.inputs as unknown as ImageSpec;
+        const name = spec.labels?.["ml-infra.target"] ?? "";
+        return { target: targets[name], spec };
     });
-    // The server runs the most specific target this CPU can run.
-    const serverTarget = [...targets].reverse().find(runnable) ?? targets[0];
-    const port = sidecarPort();
+    const networks = ev.ofType("docker:index/network:Network").map((r) => r.inputs as unknown as NetworkSpec);
+    const containers = ev.ofType("docker:index/container:Container").map((r) => r.inputs as unknown as ContainerSpec & { labels?: Labels });
+    const server = containers.find((c) => (c.ports ?? []).length > 0);
+    const sidecar = containers.find((c) => (c.ports ?? []).length === 0);
+    const serveNet = networks.find((n) => !n.internal);
+    const sidecarNet = networks.find((n) => n.internal === true);
+    if (!server || !sidecar || !serveNet || !sidecarNet) throw new Error("the local stack must declare a server, a sidecar and their two networks");
     return {
         images,
-        networks: {
-            serve: { name: "ml-e2e-serve" },
-            sidecars: { name: "ml-e2e-sidecars", internal: true },
-        },
-        server: {
-            name: "ml-e2e-inference",
-            image: "",
-            target: serverTarget.name,
-            port: 8080,
-            networksAdvanced: [{ name: "ml-e2e-serve" }, { name: "ml-e2e-sidecars", aliases: ["inference"] }],
-            ports: [{ internal: 8080, ip: "127.0.0.1" }],
-            envs: [`SIDECAR_URL=http://telemetry:${port}/`],
-        },
+        networks: { serve: serveNet, sidecars: sidecarNet },
+        server: { ...server, target: labelOf(server.labels, "ml-infra.target") ?? "", port: (server.ports ?? [])[0].internal },
         sidecar: {
-            name: "ml-e2e-telemetry",
-            image: SIDECAR_IMAGE,
-            alias: "telemetry",
-            port,
-            networksAdvanced: [{ name: "ml-e2e-sidecars", aliases: ["telemetry"] }],
-            command: ["httpd", "-f", "-p", String(port), "-h", "/www"],
+            ...sidecar,
+            port: Number(labelOf(sidecar.labels, "ml-infra.sidecar-port")),
+            alias: (sidecar.networksAdvanced ?? [])[0]?.aliases?.[0] ?? sidecar.name,
         },
     };
 }
@@ -205,8 +183,8 @@ if (!availability.ok && inCI) {
     });
 }
 
-describe.skipIf(!availability.ok)(`real Docker${availability.ok ? "" : ` (skipped: ${availability.reason})`}`, () => {
-    const plan = handWrittenPlan();
+describe.skipIf(!availability.ok)(`real Docker${availability.ok ? "" : ` (skipped: ${availability.reason})`}`, async () => {
+    const plan = await capturedPlan();
     const built = new Map<string, BuildResult>();
     let tmp = "";
     let serve: NetworkInfo;
