@@ -2,12 +2,10 @@
  * Image chains: an image built FROM another image of the stack, per target,
  * pinned by the base's digest.
  */
-import * as fs from "node:fs";
 import { describe, expect, it } from "vitest";
 import { buildOrder, chainProblems } from "../components/chains";
-import { ConfigError, loadStackConfig } from "../components/config";
 import { isDigestRef } from "../components/references";
-import { ROOT, cliConfig, evaluate } from "./harness";
+import { configProblems, evaluate } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const node = (name: string, targets: string[], base?: string) => ({ name, targets, base });
@@ -54,19 +52,7 @@ describe("chain checks (pure)", () => {
 });
 
 describe("chain errors in stack config", () => {
-    const problems = (images: unknown[]) => {
-        try {
-            loadStackConfig(cliConfig({ [`${PROJECT}:build`]: { version: "1", images } }), {
-                project: PROJECT,
-                stack: "build",
-                projectRoot: ROOT,
-                pathExists: fs.existsSync,
-            });
-        } catch (error) {
-            return (error as ConfigError).problems.join("\n");
-        }
-        return "";
-    };
+    const problems = (images: unknown[]) => configProblems({ [`${PROJECT}:build`]: { version: "1", images } }).join("\n");
     it.each([
         [
             "cycle",

@@ -1,18 +1,12 @@
-import * as fs from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadStackConfig } from "../components/config";
-import { evaluateFailure, ROOT, cliConfig, stackFileConfig, stackNames } from "./harness";
+import { ConfigError } from "../components/config";
+import { evaluateFailure, loadConfig, stackFileConfig, stackNames } from "./harness";
 import { DIGEST_A, PROJECT, validBuild, validServe } from "./fixtures";
 
 type Json = Record<string, unknown>;
 
 function load(config: Json) {
-    return loadStackConfig(cliConfig(config), {
-        project: PROJECT,
-        stack: "test",
-        projectRoot: ROOT,
-        pathExists: fs.existsSync,
-    });
+    return loadConfig(config, "test");
 }
 
 function problemsOf(config: Json): string[] {

@@ -10,16 +10,15 @@
  * `npm test` runs 100 program evaluations and 1,000 runs through the schema
  * and the builders; `npm run fuzz` (FUZZ_SCALE=10) runs ten times as many.
  */
-import * as fs from "node:fs";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { ConfigError, loadStackConfig } from "../components/config";
+import { ConfigError } from "../components/config";
 import { releaseLifecyclePolicy } from "../components/lifecycle";
 import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/pullthrough";
 import { isDigestRef } from "../components/references";
 import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/targets";
 import { runPolicies } from "../policy/policies";
-import { ROOT, cliConfig, evaluate, evaluateFailure } from "./harness";
+import { evaluate, evaluateFailure, loadConfig } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? "1");
@@ -32,8 +31,7 @@ const CATALOG_TARGETS = Object.keys(CATALOG);
 const AMD64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/amd64");
 const ARM64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/arm64");
 
-const load = (config: Record<string, unknown>) =>
-    loadStackConfig(cliConfig(config), { project: PROJECT, stack: "build", projectRoot: ROOT, pathExists: fs.existsSync });
+const load = (config: Record<string, unknown>) => loadConfig(config);
 
 // ------------------------------------------------------------ generators
 

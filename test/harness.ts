@@ -2,14 +2,17 @@
  * Test harness: the mock runtime of scripts/lib/mock-runtime.ts with vitest's
  * module registry, so each evaluation imports a fresh copy of index.ts.
  */
+import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { vi } from "vitest";
+import { ConfigError, type StackConfig, loadStackConfig } from "../components/config";
 import {
     type EvaluateOptions,
     type Evaluation,
     type ProgramLoader,
     cliConfig,
     evaluate as evaluateWith,
+    ROOT,
     projectFile,
     awsBuildStackNames,
     waitForRPCs,
@@ -22,6 +25,22 @@ export const importProgram: ProgramLoader = async () => {
     vi.resetModules();
     return (await import("../index")) as Record<string, unknown>;
 };
+
+/** Validates a config map (as a stack file's `config:` would give it) the way the program does. */
+export function loadConfig(config: Record<string, unknown>, stack = "build"): StackConfig {
+    return loadStackConfig(cliConfig(config), { project: projectFile().name, stack, projectRoot: ROOT, pathExists: fs.existsSync });
+}
+
+/** The problems a config is refused with ([] when it is accepted); anything but a ConfigError is rethrown. */
+export function configProblems(config: Record<string, unknown>, stack = "build"): string[] {
+    try {
+        loadConfig(config, stack);
+    } catch (error) {
+        if (error instanceof ConfigError) return [...error.problems];
+        throw error;
+    }
+    return [];
+}
 
 let buildOutputsOnce: Promise<Record<string, unknown>> | undefined;
 

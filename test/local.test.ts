@@ -1,10 +1,7 @@
 /** The local stack: Docker on this machine, no AWS, sidecars private. */
-import * as fs from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, loadStackConfig } from "../components/config";
 import { isDigestRef } from "../components/references";
-import { type Evaluation, ROOT, cliConfig, evaluate, stackFileConfig } from "./harness";
-import { PROJECT } from "./fixtures";
+import { type Evaluation, configProblems, evaluate, stackFileConfig } from "./harness";
 
 type Container = { name: string; image: string; ports?: Array<{ internal: number; external: number; ip: string }>; networksAdvanced: Array<{ name: string; aliases?: string[] }>; labels: Array<{ label: string; value: string }> };
 
@@ -60,14 +57,7 @@ describe("stack local", () => {
 });
 
 describe("local config checks", () => {
-    const problems = (config: Record<string, unknown>) => {
-        try {
-            loadStackConfig(cliConfig(config), { project: PROJECT, stack: "local", projectRoot: ROOT, pathExists: fs.existsSync });
-        } catch (error) {
-            return (error as ConfigError).problems;
-        }
-        return [];
-    };
+    const problems = (config: Record<string, unknown>) => configProblems(config, "local");
     const file = stackFileConfig("local");
     const local = file["ml-infra:local"] as { services: Array<Record<string, unknown>> };
 

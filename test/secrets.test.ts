@@ -1,8 +1,6 @@
 /** Secrets stay Pulumi secrets: never build args, never plain outputs, never in an error message. */
-import * as fs from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, loadStackConfig } from "../components/config";
-import { type Evaluation, ROOT, cliConfig, evaluate, awsBuildStackNames } from "./harness";
+import { type Evaluation, awsBuildStackNames, configProblems, evaluate } from "./harness";
 import { PROJECT, validBuild } from "./fixtures";
 
 const TOKEN = "hf_s3cr3t-token-value";
@@ -44,14 +42,7 @@ describe("build secrets", () => {
 });
 
 describe("secret config is never echoed", () => {
-    const problems = (config: Record<string, unknown>) => {
-        try {
-            loadStackConfig(cliConfig(config), { project: PROJECT, stack: "build", projectRoot: ROOT, pathExists: fs.existsSync });
-        } catch (error) {
-            return (error as ConfigError).problems;
-        }
-        return [];
-    };
+    const problems = (config: Record<string, unknown>) => configProblems(config);
 
     it("names a bad secret's key but not its value", () => {
         const out = problems({ [`${PROJECT}:buildSecrets`]: { "Bad-Id": TOKEN }, [`${PROJECT}:build`]: validBuild() });

@@ -17,9 +17,8 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadStackConfig } from "../../components/config";
 import type { HardwareTarget } from "../../components/targets";
-import { cliConfig, evaluate, stackFileConfig } from "../harness";
+import { evaluate, loadConfig, stackFileConfig } from "../harness";
 import {
     LOCAL_BASE_IMAGE,
     LOCAL_REGISTRY,
@@ -96,8 +95,7 @@ const labelOf = (labels: Labels | undefined, key: string) => labels?.find((l) =>
 /** What the `local` stack registers under mocks, as the plan the Docker CLI realises. */
 async function capturedPlan(): Promise<LocalPlan> {
     const config = stackFileConfig("local");
-    const targets = loadStackConfig(cliConfig(config), { project: "ml-infra", stack: "local", projectRoot: ROOT, pathExists: fs.existsSync }).build
-        ?.resolvedTargets;
+    const targets = loadConfig(config, "local").build?.resolvedTargets;
     if (!targets) throw new Error("the local stack has no build section");
     const ev = await evaluate("local");
     const images = ev.ofType("docker-build:index:Image").map((r) => {
