@@ -7,28 +7,31 @@
 import * as fs from "node:fs";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { builderName } from "./components/buildkit";
-import { buildOrder } from "./components/chains";
-import { loadStackConfig, pullThroughPrefixes } from "./components/config";
-import { BuildDashboard } from "./components/dashboard";
-import { Environment } from "./components/environment";
-import { InferenceService, ServingCluster } from "./components/inference";
-import { type BaseImages, MultiArchImage, TargetImage } from "./components/image";
-import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/naming";
-import { resolveThroughCache } from "./components/pullthrough";
-import type { BuiltImage } from "./components/references";
-import { LocalService } from "./components/local";
-import { PrivateNetwork } from "./components/network";
-import { ImageRegistry, type RegistryCredentials, type RegistryLogin } from "./components/registry";
-import { hardwareKindsOf } from "./components/serve-config";
-import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/runners";
-import { type HardwareTarget, POOLS } from "./components/targets";
+import { buildOrder } from "./components/build/chains";
+import { pullThroughPrefixes } from "./components/build/checks";
+import { BuildDashboard } from "./components/build/dashboard";
+import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/build/naming";
+import { resolveThroughCache } from "./components/build/pullthrough";
+import { ImageRegistry, type RegistryCredentials } from "./components/build/registry";
+import { builderName } from "./components/build/runners/ci";
+import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/build/runners/pool";
+import { type BaseImages, MultiArchImage, TargetImage } from "./components/build/target-image";
+import { LocalService } from "./components/local/local-service";
+import { PrivateNetwork } from "./components/network/private-network";
+import { Environment } from "./components/serve/environment";
+import { hardwareKindsOf } from "./components/serve/hardware-kinds";
+import { InferenceService } from "./components/serve/inference-service";
+import { ServingCluster } from "./components/serve/serving-cluster";
+import { type HardwareTarget, POOLS } from "./components/shared/hardware";
+import type { BuiltImage } from "./components/shared/image-refs";
+import { loadStackConfig } from "./components/stack-config";
 
 const config = loadStackConfig(pulumi.runtime.allConfig(), {
     project: pulumi.getProject(),
     stack: pulumi.getStack(),
     projectRoot: process.cwd(),
     pathExists: fs.existsSync,
+    region: aws.config.region,
 });
 
 /** Build-time tokens (config `buildSecrets`, set with `pulumi config set --secret`): a Pulumi secret throughout. */
@@ -56,7 +59,7 @@ interface BuildOutputs {
 interface ImageStore {
     readonly repositoryUrl: (image: string) => pulumi.Input<string>;
     readonly cacheRepositoryUrl: (image: string) => pulumi.Input<string>;
-    readonly registries: pulumi.Input<RegistryLogin[]>;
+    readonly registries: pulumi.Input<RegistryCredentials[]>;
     readonly credentials?: pulumi.Input<RegistryCredentials>;
     readonly basesOf: (target: HardwareTarget) => pulumi.Input<BaseImages>;
 }

@@ -4,7 +4,8 @@
  * offline plan, and wrapped as a Pulumi policy pack (policy/index.ts) for
  * `pulumi preview --policy-pack policy`. Every policy is mandatory.
  */
-import { parseDigestRef } from "../components/references";
+import { parseDigestRef } from "../components/shared/image-refs";
+import { SIDECAR_PORT_LABEL } from "../components/shared/labels";
 import { iamDocumentProblems } from "./iam-grammar";
 
 export interface PolicyResource {
@@ -36,8 +37,7 @@ export interface StackPolicy {
 
 /** Tag that marks a resource as public on purpose (an internet-facing endpoint a stack asked for). */
 export const PUBLIC_TAG = "ml-infra:public";
-/** Docker label that records the port a sidecar listens on (set by the container definitions). */
-export const SIDECAR_PORT_LABEL = "ml-infra.sidecar-port";
+export { SIDECAR_PORT_LABEL };
 
 // ------------------------------------------------------------------ helpers
 

@@ -14,8 +14,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { isMap, isSeq, parse as parseYaml, parseDocument, type YAMLMap } from "yaml";
-import { loadStackConfig } from "../components/config";
-import { builtRef, isDigestRef } from "../components/references";
+import { loadStackConfig } from "../components/stack-config";
+import { builtRef, isDigestRef } from "../components/shared/image-refs";
 
 export interface Change {
     readonly service: string;

@@ -3,8 +3,8 @@
  * pinned by the base's digest.
  */
 import { describe, expect, it } from "vitest";
-import { buildOrder, chainProblems } from "../components/chains";
-import { isDigestRef } from "../components/references";
+import { buildOrder, chainProblems } from "../components/build/chains";
+import { isDigestRef } from "../components/shared/image-refs";
 import { configProblems, evaluate } from "./harness";
 import { PROJECT } from "./fixtures";
 

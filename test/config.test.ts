@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError } from "../components/config";
+import { ConfigError } from "../components/shared/problems";
 import { evaluateFailure, loadConfig, stackFileConfig, stackNames } from "./harness";
 import { DIGEST_A, PROJECT, validBuild, validServe } from "./fixtures";
 

@@ -8,40 +8,16 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml, parseDocument } from "yaml";
 import { z } from "zod";
-import {
-    AWS_CLI_IMAGE,
-    BINDS_LABEL,
-    type ContainerDefinition,
-    MODEL_FETCH_CONTAINER,
-    PLACEHOLDER_DIGEST_RE,
-    SERVER_CONTAINER,
-    SIDECAR_CATALOGUE,
-    SIDECAR_KINDS,
-    buildContainerDefinitions,
-    canonicalJson,
-    ecrRepositoryArn,
-    executionRolePolicy,
-    secretResourceArn,
-    serialiseContainerDefinitions,
-    taskRolePolicy,
-    taskVolumes,
-} from "../components/container-definitions";
-import { parseDigestRef } from "../components/references";
-import { name, strict } from "../components/schema";
-import {
-    type ServiceFields,
-    capacitySchema,
-    checkService,
-    checkServing,
-    clientsSchema,
-    cudaRunsOn,
-    describeInstanceType,
-    gpusFor,
-    loadBalancerSchema,
-    serviceFieldsSchema,
-    serviceShape,
-} from "../components/serve-config";
-import { CATALOG, type HardwareTarget, resolveTarget } from "../components/targets";
+import { type ContainerDefinition, buildContainerDefinitions, canonicalJson, serialiseContainerDefinitions, taskVolumes } from "../components/serve/container-definitions";
+import { AWS_CLI_IMAGE, MODEL_FETCH_CONTAINER, PLACEHOLDER_DIGEST_RE, SERVER_CONTAINER, SIDECAR_CATALOGUE, SIDECAR_KINDS } from "../components/serve/sidecars";
+import { ecrRepositoryArn, executionRolePolicy, secretResourceArn, taskRolePolicy } from "../components/serve/task-iam";
+import { BINDS_LABEL } from "../components/shared/labels";
+import { parseDigestRef } from "../components/shared/image-refs";
+import { name, strict } from "../components/shared/schema";
+import { checkService, checkServing, cudaRunsOn } from "../components/serve/checks";
+import { type ServiceFields, capacitySchema, clientsSchema, gpusFor, loadBalancerSchema, serviceFieldsSchema, serviceShape } from "../components/serve/schema";
+import { describeInstanceType } from "../components/shared/instance-types";
+import { CATALOG, type HardwareTarget, resolveTarget } from "../components/shared/hardware";
 import { ROOT } from "./harness";
 
 const TARGET = (n: string): HardwareTarget => resolveTarget(n, CATALOG[n]);

@@ -1,8 +1,8 @@
 /** Build visibility: the dashboard names every pool and repository; pushes are counted per repository. */
 import { beforeAll, describe, expect, it } from "vitest";
-import { RUNNER_METRICS_NAMESPACE, cloudWatchAgentConfig } from "../components/buildkit";
-import type { BuildConfig } from "../components/config";
-import { dashboardBody, pushEventPattern } from "../components/dashboard";
+import { RUNNER_METRICS_NAMESPACE, cloudWatchAgentConfig } from "../components/build/runners/boot";
+import type { BuildConfig } from "../components/build/schema";
+import { dashboardBody, pushEventPattern } from "../components/build/dashboard";
 import { type Evaluation, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
 
 describe("dashboard body (pure)", () => {

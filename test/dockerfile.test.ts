@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { DockerfileParser, type From } from "dockerfile-ast";
 import { describe, expect, it } from "vitest";
-import { CATALOG, resolveTarget, targetBuildArgs } from "../components/targets";
+import { CATALOG, resolveTarget, targetBuildArgs } from "../components/shared/hardware";
 import { ROOT, stackFileConfig, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 

@@ -12,11 +12,11 @@
  */
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { ConfigError } from "../components/config";
-import { releaseLifecyclePolicy } from "../components/lifecycle";
-import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/pullthrough";
-import { isDigestRef } from "../components/references";
-import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/targets";
+import { ConfigError } from "../components/shared/problems";
+import { releaseLifecyclePolicy } from "../components/build/lifecycle";
+import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/build/pullthrough";
+import { isDigestRef } from "../components/shared/image-refs";
+import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/shared/hardware";
 import { runPolicies } from "../policy/policies";
 import { evaluate, evaluateFailure, loadConfig } from "./harness";
 import { PROJECT } from "./fixtures";

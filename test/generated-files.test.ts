@@ -13,7 +13,7 @@ import * as path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { BUILDKITD_TOML_PATH } from "../components/buildkit";
+import { BUILDKITD_TOML_PATH } from "../components/build/runners/buildkitd";
 import { iamDocumentProblems } from "../policy/iam-grammar";
 import { type Evaluation, ROOT, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
 
@@ -45,6 +45,9 @@ interface CloudConfig {
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "generated-"));
+
+/** Units the generated units depend on that the runner AMI provides, with the command each runs. */
+const RUNNER_HOST_UNITS: ReadonlyArray<readonly [string, string]> = [["docker.service", "/usr/bin/dockerd"]];
 const buildStacks = awsBuildStackNames();
 
 /** Scripts of the repository itself that CI or users run. */
@@ -110,6 +113,14 @@ describe.each(buildStacks)("generated files of build stack %s", (stack) => {
             const root = fs.mkdtempSync(path.join(tmp, "root-"));
             fs.mkdirSync(path.join(root, "usr/lib/systemd"), { recursive: true });
             fs.cpSync("/usr/lib/systemd/system", path.join(root, "usr/lib/systemd/system"), { recursive: true });
+            // Units the runner's AMI has (the boot script installs docker when it is missing) but this host may not.
+            for (const [unitName, exec] of RUNNER_HOST_UNITS) {
+                const file = path.join(root, "usr/lib/systemd/system", unitName);
+                if (fs.existsSync(file)) continue;
+                fs.writeFileSync(file, `[Unit]\nDescription=stand-in for the runner AMI's ${unitName}\n\n[Service]\nExecStart=${exec}\n`);
+                fs.mkdirSync(path.join(root, path.dirname(exec)), { recursive: true });
+                fs.writeFileSync(path.join(root, exec), "#!/bin/sh\n", { mode: 0o755 });
+            }
             for (const unit of units) {
                 fs.mkdirSync(path.join(root, path.dirname(unit.path)), { recursive: true });
                 fs.writeFileSync(path.join(root, unit.path), unit.content);

@@ -5,7 +5,8 @@
 import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { vi } from "vitest";
-import { ConfigError, type StackConfig, loadStackConfig } from "../components/config";
+import { ConfigError } from "../components/shared/problems";
+import { type StackConfig, loadStackConfig } from "../components/stack-config";
 import {
     type EvaluateOptions,
     type Evaluation,

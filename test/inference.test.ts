@@ -7,26 +7,15 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
-import { BINDS_LABEL, type PolicyDocument, SERVER_CONTAINER, SIDECAR_PORT_LABEL } from "../components/container-definitions";
-import {
-    InferenceService,
-    ServingCluster,
-    capacityProviderName,
-    deploymentPercents,
-    ecsAgentConfig,
-    ecsAmiParameter,
-    ecsUserData,
-    peerSuffix,
-} from "../components/inference";
-import {
-    type HardwareKind,
-    capacitySchema,
-    clientsSchema,
-    hardwareKindsOf,
-    loadBalancerSchema,
-    serviceFieldsSchema,
-} from "../components/serve-config";
-import { CATALOG, type HardwareTarget, resolveTarget } from "../components/targets";
+import { SERVER_CONTAINER } from "../components/serve/sidecars";
+import { type PolicyDocument } from "../components/shared/iam";
+import { BINDS_LABEL, SIDECAR_PORT_LABEL } from "../components/shared/labels";
+import { capacityProviderName, deploymentPercents, ecsAgentConfig, ecsAmiParameter, ecsUserData, peerSuffix } from "../components/serve/ecs";
+import { InferenceService } from "../components/serve/inference-service";
+import { ServingCluster } from "../components/serve/serving-cluster";
+import { type HardwareKind, hardwareKindsOf } from "../components/serve/hardware-kinds";
+import { capacitySchema, clientsSchema, loadBalancerSchema, serviceFieldsSchema } from "../components/serve/schema";
+import { CATALOG, type HardwareTarget, resolveTarget } from "../components/shared/hardware";
 import {
     ACCOUNT,
     type Evaluation,
@@ -38,6 +27,7 @@ import {
     stackFileConfig,
     stackNames,
     collectRejections,
+    configProblems,
 } from "./harness";
 import { SIDECAR_PORT_LABEL as POLICY_SIDECAR_PORT_LABEL, runPolicies } from "../policy/policies";
 
@@ -144,6 +134,27 @@ function program(cases: readonly Case[], options: DeployOptions = {}) {
 }
 
 const deploy = (cases: readonly Case[] = CASES, options: DeployOptions = {}) => runUnderMocks("dev", {}, program(cases, options));
+
+/** The same services as a stack's config (network and serve sections), for the checks at the config boundary. */
+function serveConfig(cases: readonly Case[], options: DeployOptions = {}): Record<string, unknown> {
+    return {
+        "ml-infra:network": { availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" },
+        "ml-infra:serve": {
+            requirePinned: true,
+            capacity: options.capacity ?? {},
+            clients: options.clients ?? { securityGroupIds: [CLIENT_SG], cidrs: [CLIENT_CIDR] },
+            services: cases.map((c) => ({
+                name: serviceName(c),
+                image: "inference",
+                target: c.target,
+                ref: ref(c.target),
+                model: model(c),
+                ...c.fields,
+                ...options.fields?.(c),
+            })),
+        },
+    };
+}
 
 // ------------------------------------------------------------------ graph helpers
 
@@ -595,17 +606,17 @@ describe("refusals", () => {
     });
 
     it.each([
-        ["a GPU target without a GPU", { fields: () => ({ gpus: 0 }) }, [CASES[0]], /gpus: target "cuda12" needs a GPU/],
-        ["GPUs on a Graviton target", { fields: () => ({ gpus: 1 }) }, [CASES[1]], /gpus: target "arm64-neon" is not a GPU target/],
-        ["a sidecar on the server's port", { fields: () => ({ port: 6006, sidecars: [{ kind: "tensorboard" }] }) }, [CASES[2]], /sidecars\.0\.port: tensorboard "tensorboard" binds 6006/],
-        ["no clients", { clients: {} }, [CASES[2]], /clients: no one could reach the services/],
-        ["0.0.0.0/0 clients", { clients: { cidrs: ["0.0.0.0/0"] } }, [CASES[2]], /clients\.cidrs\.0: the load balancers are internal/],
-        ["x86 instance types for Graviton", { capacity: { arm64: { instanceTypes: ["c7i.large"] } } }, [CASES[1]], /capacity\.arm64\.instanceTypes\[0\]: c7i\.large is not Graviton/],
-        ["no room for GPU tasks", { capacity: { gpu: { maxSize: 0 } } }, [CASES[0]], /capacity\.gpu\.maxSize: must be at least 1/],
-    ])("refuses %s", async (_what, options: DeployOptions, cases, message) => {
-        const messages = await refusal(() => deploy(cases, options));
-        expect(messages).toHaveLength(1);
-        expect(messages[0]).toMatch(message);
+        ["a GPU target without a GPU", { fields: () => ({ gpus: 0 }) }, [CASES[0]], /serve\.services\[0\]\.gpus = 0: target "cuda12" needs a GPU/],
+        ["GPUs on a Graviton target", { fields: () => ({ gpus: 1 }) }, [CASES[1]], /serve\.services\[0\]\.gpus = 1: target "arm64-neon" is not a GPU target/],
+        ["a sidecar on the server's port", { fields: () => ({ port: 6006, sidecars: [{ kind: "tensorboard" }] }) }, [CASES[2]], /serve\.services\[0\]\.sidecars\[0\]\.port = \(missing\): tensorboard "tensorboard" binds 6006/],
+        ["no clients", { clients: {} }, [CASES[2]], /serve\.clients = \{\}: no one could reach the services/],
+        ["0.0.0.0/0 clients", { clients: { cidrs: ["0.0.0.0/0"] } }, [CASES[2]], /serve\.clients\.cidrs\[0\] = "0\.0\.0\.0\/0": the load balancers are internal/],
+        ["x86 instance types for Graviton", { capacity: { arm64: { instanceTypes: ["c7i.large"] } } }, [CASES[1]], /serve\.capacity\.arm64\.instanceTypes\[0\] = "c7i\.large": c7i\.large is not Graviton/],
+        ["no room for GPU tasks", { capacity: { gpu: { maxSize: 0 } } }, [CASES[0]], /serve\.capacity\.gpu\.maxSize = 0: services svc-cuda12 run on gpu capacity; maxSize must be at least 1/],
+    ])("refuses %s in the stack config, before anything is registered", (_what, options: DeployOptions, cases, message) => {
+        const problems = configProblems(serveConfig(cases, options), "dev");
+        expect(problems).toHaveLength(1);
+        expect(problems[0]).toMatch(message);
     });
 
     it("refuses a service whose hardware the cluster lacks", async () => {
@@ -627,24 +638,12 @@ describe("refusals", () => {
         expect(messages).toEqual([expect.stringMatching(/runs on gpu capacity, which cluster ml-infra-dev does not have \(it has: cpu\)/)]);
     });
 
-    it("refuses a GPU target built for arm64, naming the problem without a key", async () => {
-        const armGpu = resolveTarget("cuda-arm", { ...CATALOG.cuda12, platform: "linux/arm64", pool: "arm64" });
-        const messages = await refusal(() =>
-            runUnderMocks("dev", {}, () => {
-                const cluster = new ServingCluster("serving", { hardware: ["gpu"], capacity: capacitySchema.parse({}), vpcId: VPC, privateSubnetIds: SUBNETS, tags: TAGS });
-                new InferenceService("arm-gpu", {
-                    cluster,
-                    service: serviceFieldsSchema.parse({ model: model(CASES[0]) }),
-                    target: armGpu,
-                    image: ref("x"),
-                    clients: clientsSchema.parse({ cidrs: [CLIENT_CIDR] }),
-                    loadBalancer: loadBalancerSchema.parse({}),
-                    region: REGION,
-                    tags: TAGS,
-                });
-            }),
-        );
-        expect(messages).toEqual([expect.stringMatching(/InferenceService arm-gpu:\n {2}- target "cuda-arm" is a GPU target on linux\/arm64/)]);
+    it("refuses a GPU target built for arm64 in the stack config, naming the service", () => {
+        const config = serveConfig([CASES[0]], { fields: () => ({ target: "cuda-arm" }) });
+        (config["ml-infra:serve"] as Record<string, unknown>).targets = { "cuda-arm": { extends: "cuda12", platform: "linux/arm64", pool: "arm64" } };
+        expect(configProblems(config, "dev")).toEqual([
+            expect.stringMatching(/^ml-infra:serve\.services\[0\] = .*: target "cuda-arm" is a GPU target on linux\/arm64/),
+        ]);
     });
 
     it("refuses a cluster name its capacity providers could not carry", async () => {

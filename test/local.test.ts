@@ -1,6 +1,6 @@
 /** The local stack: Docker on this machine, no AWS, sidecars private. */
 import { beforeAll, describe, expect, it } from "vitest";
-import { isDigestRef } from "../components/references";
+import { isDigestRef } from "../components/shared/image-refs";
 import { type Evaluation, configProblems, evaluate, stackFileConfig } from "./harness";
 
 type Container = { name: string; image: string; ports?: Array<{ internal: number; external: number; ip: string }>; networksAdvanced: Array<{ name: string; aliases?: string[] }>; labels: Array<{ label: string; value: string }> };

@@ -4,17 +4,11 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type NetworkPlan, PrivateNetwork, assertNetwork, planNetwork, subnetCidr } from "../components/network";
-import {
-    type CreateNetworkConfig,
-    DEFAULT_INTERFACE_ENDPOINTS,
-    INTERFACE_ENDPOINTS,
-    type NetworkConfig,
-    checkNetwork,
-    ipToNumber,
-    networkSchema,
-} from "../components/runners-config";
-import { type Registered, runUnderMocks } from "./harness";
+import { checkNetwork } from "../components/network/checks";
+import { type NetworkPlan, ipToNumber, planNetwork, subnetCidr } from "../components/network/plan";
+import { PrivateNetwork } from "../components/network/private-network";
+import { type CreateNetworkConfig, DEFAULT_INTERFACE_ENDPOINTS, INTERFACE_ENDPOINTS, type NetworkConfig, networkSchema } from "../components/network/schema";
+import { type Registered, evaluateFailure, runUnderMocks } from "./harness";
 
 const TAGS = { project: "ml-infra", stack: "build", "cost-center": "ml-platform", "managed-by": "pulumi" };
 
@@ -230,14 +224,23 @@ describe("PrivateNetwork (existing)", () => {
     });
 });
 
-describe("PrivateNetwork refuses contradictory args before creating anything", () => {
-    it("zones outside the region", () => {
-        const config = create({ availabilityZones: ["eu-west-1a", "eu-west-1b"] });
-        expect(() => assertNetwork(config, "us-east-1")).toThrow(/eu-west-1a is not in region us-east-1/);
+describe("a network PrivateNetwork could not build is refused before anything is registered", () => {
+    const stackWith = (network: Record<string, unknown>, region = "us-east-1") => ({
+        "aws:region": region,
+        "ml-infra:network": network,
+        "ml-infra:build": { version: "1", images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2"] }] },
+    });
+
+    it("zones outside the region", async () => {
+        const config = stackWith({ availabilityZones: ["eu-west-1a", "eu-west-1b"] });
+        const { error, registered } = await evaluateFailure("build", config);
+        expect(error.message).toMatch(/ml-infra:network\.availabilityZones\[0\] = "eu-west-1a": eu-west-1a is not in region us-east-1/);
+        expect(registered).toBe(0);
     });
 
     it("a misaligned range", async () => {
-        const config = create({ cidr: "10.40.0.1/16", availabilityZones: ["us-east-1a", "us-east-1b"] });
-        await expect(deploy(config)).rejects.toThrow(/not a network address/);
+        const { error, registered } = await evaluateFailure("build", stackWith({ cidr: "10.40.0.1/16", availabilityZones: ["us-east-1a", "us-east-1b"] }));
+        expect(error.message).toMatch(/ml-infra:network\.cidr = "10\.40\.0\.1\/16": is not a network address/);
+        expect(registered).toBe(0);
     });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "../components/lifecycle";
-import { parseImage, resolveThroughCache, UPSTREAMS } from "../components/pullthrough";
-import { builtRef, digestRef, isDigestRef, parseDigestRef } from "../components/references";
+import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "../components/build/lifecycle";
+import { parseImage, resolveThroughCache, UPSTREAMS } from "../components/build/pullthrough";
+import { builtRef, digestRef, isDigestRef, parseDigestRef } from "../components/shared/image-refs";
 import { DIGEST_A } from "./fixtures";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";

@@ -6,27 +6,17 @@
 import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { BUILDKITD_TOML_PATH, TLS_PATHS } from "../components/buildkit";
-import { ec2AssumeRolePolicy, ciRunnerAccessPolicy, parseRegistryHost, runnerPolicy, unscopedStatements } from "../components/runner-iam";
-import {
-    BuildRunnerPool,
-    IDLE_EXPRESSION,
-    MAX_POOL_NAME_LENGTH,
-    type RunnerSummary,
-    ciIngressSources,
-    multiArchBuilder,
-    runnerSummaries,
-} from "../components/runners";
-import {
-    DEFAULT_AMI_PARAMETERS,
-    type RunnersConfig,
-    checkRunners,
-    isGraviton,
-    isNvidiaX86,
-    runnersSchema,
-} from "../components/runners-config";
-import { CATALOG, POOLS, type HardwareTarget, type Pool, resolveTarget } from "../components/targets";
-import { buildSchema, pullThroughPrefixes } from "../components/config";
+import { BUILDKITD_TOML_PATH, TLS_PATHS } from "../components/build/runners/buildkitd";
+import { ec2AssumeRolePolicy, runnerPolicy } from "../components/build/runners/iam";
+import type { PolicyDocument, PolicyStatement } from "../components/shared/iam";
+import { parseRegistryHost } from "../components/shared/image-refs";
+import { BuildRunnerPool, IDLE_EXPRESSION, MAX_POOL_NAME_LENGTH, type RunnerSummary, ciIngressSources, multiArchBuilder, runnerSummaries } from "../components/build/runners/pool";
+import { checkRunners } from "../components/build/runners/checks";
+import { DEFAULT_AMI_PARAMETERS, type RunnersConfig, runnersSchema } from "../components/build/runners/schema";
+import { isGraviton, isNvidiaX86 } from "../components/shared/instance-types";
+import { CATALOG, POOLS, type HardwareTarget, type Pool, resolveTarget } from "../components/shared/hardware";
+import { pullThroughPrefixes } from "../components/build/checks";
+import { buildSchema } from "../components/build/schema";
 import { type Evaluation, REGISTRY_HOST, type Registered, runUnderMocks, stackFileConfig, stackNames } from "./harness";
 
 const TAGS = { project: "ml-infra", stack: "build", "cost-center": "ml-platform", "managed-by": "pulumi" };
@@ -36,10 +26,15 @@ const REPOS = [
 ];
 const catalogTargets = (): HardwareTarget[] => Object.entries(CATALOG).map(([n, spec]) => resolveTarget(n, spec));
 
-function problems(raw: unknown, targets: readonly HardwareTarget[] = []): string[] {
+function problems(raw: unknown, targets: readonly HardwareTarget[] = [], prefixes: readonly string[] = ["docker-hub"]): string[] {
     const out: string[] = [];
-    checkRunners(runnersSchema.parse(raw), targets, (keys, message) => out.push(`${keys.join(".")}: ${message}`));
+    checkRunners(runnersSchema.parse(raw), targets, prefixes, (keys, message) => out.push(`${keys.join(".")}: ${message}`));
     return out;
+}
+
+/** Statements whose resource is `*`. */
+function unscopedStatements(doc: PolicyDocument): PolicyStatement[] {
+    return doc.Statement.filter((s) => [s.Resource ?? []].flat().includes("*"));
 }
 
 const CI = { ciSources: { cidrs: ["10.99.0.0/16"] } };
@@ -151,7 +146,6 @@ describe("runner IAM", () => {
         expect(ec2AssumeRolePolicy(parseRegistryHost(REGISTRY_HOST)).Statement).toEqual([
             { Sid: "Ec2Assume", Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: ["sts:AssumeRole"] },
         ]);
-        expect(ciRunnerAccessPolicy(["arn:b", "arn:a"]).Statement[0].Resource).toEqual(["arn:a", "arn:b"]);
     });
 });
 
@@ -328,8 +322,8 @@ describe.each(RUNNER_CASES)("BuildRunnerPool: $name", (c) => {
             const policy = JSON.parse(String(one(ev, "aws:iam/rolePolicy:RolePolicy", `runners-${pool}-policy`).inputs.policy)) as Parameters<typeof unscopedStatements>[0];
             const push = policy.Statement.find((s) => s.Sid === "EcrPushPullProjectRepositories");
             expect(push?.Resource).toEqual([...REPOS].sort());
-            for (const s of policy.Statement.filter((st) => st.Action.some((a) => a.startsWith("ecr:") && a !== "ecr:GetAuthorizationToken"))) {
-                for (const r of [s.Resource].flat()) {
+            for (const s of policy.Statement.filter((st) => [st.Action].flat().some((a) => a.startsWith("ecr:") && a !== "ecr:GetAuthorizationToken"))) {
+                for (const r of [s.Resource ?? []].flat()) {
                     expect(REPOS.includes(r) || c.pullThroughPrefixes.some((p) => r === `arn:aws:ecr:us-east-1:123456789012:repository/${p}/*`), r).toBe(true);
                 }
             }
@@ -473,13 +467,18 @@ describe("BuildRunnerPool refuses contradictory args before creating anything", 
 
     it.each([
         ["an unconfigured pool", "runners-gpu", args("gpu"), /build\.runners\.pools\.gpu is not configured/],
-        ["a non-Graviton type in the arm64 pool", "runners-arm64", args("arm64"), /pools\.arm64\.instanceTypes\.0: the arm64 pool takes Graviton types only/],
         ["a name too long for the load balancer", "x".repeat(MAX_POOL_NAME_LENGTH + 1), args("amd64"), /longer than 20 characters/],
         ["no repositories", "runners-amd64", args("amd64", { repositoryArns: [] }), /repositoryArns is empty/],
-        ["a buildkit image runners cannot pull", "runners-amd64", args("amd64", { pullThroughPrefixes: ["ecr-public"] }), /needs the "docker-hub" pull-through rule/],
         ["an unknown pull-through prefix", "runners-amd64", args("amd64", { pullThroughPrefixes: ["dockerhub"] }), /unknown pull-through prefix "dockerhub"/],
     ] as const)("%s", async (_what, name, a, message) => {
         await expect(attempt(name, a)).rejects.toThrow(message);
+    });
+
+    it("leaves config checks to the config boundary: a non-Graviton arm64 type, a buildkit image runners cannot pull", () => {
+        expect(problems({ ...CI, pools: { arm64: { instanceTypes: ["c7i.large"] } } })).toContain(
+            "pools.arm64.instanceTypes.0: the arm64 pool takes Graviton types only (c7g, c8g, m7g, r7g ...: a `g` after the generation digit)",
+        );
+        expect(problems({ ...CI, pools: { amd64: {} } }, [], ["ecr-public"]).join("\n")).toMatch(/^buildkitImage: .*needs the "docker-hub" pull-through rule/m);
     });
 
     it("turns CI sources into stably named rules whatever their order", () => {

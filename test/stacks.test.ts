@@ -5,9 +5,9 @@
  * environments deploy digests only.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import type { BuildConfig } from "../components/config";
-import { isDigestRef } from "../components/references";
-import { CATALOG } from "../components/targets";
+import type { BuildConfig } from "../components/build/schema";
+import { isDigestRef } from "../components/shared/image-refs";
+import { CATALOG } from "../components/shared/hardware";
 import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, evaluateRejection, stackFileConfig, stackNames, awsBuildStackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 

@@ -1,12 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { targetSpecSchema } from "../components/config";
-import {
-    CATALOG,
-    cudaArchProblems,
-    poolMatchesPlatform,
-    resolveTarget,
-    targetBuildArgs,
-} from "../components/targets";
+import { targetSpecSchema } from "../components/shared/target-config";
+import { CATALOG, cudaArchProblems, poolMatchesPlatform, resolveTarget, targetBuildArgs } from "../components/shared/hardware";
 
 describe("hardware target catalog", () => {
     it("has the targets the product promises", () => {

@@ -25,7 +25,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CATALOG, resolveTarget, targetBuildArgs } from "../../components/targets";
+import { CATALOG, resolveTarget, targetBuildArgs } from "../../components/shared/hardware";
 import {
     LOCAL_BASE_IMAGE,
     LOCAL_REGISTRY,

@@ -17,7 +17,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HardwareTarget } from "../../components/targets";
+import type { HardwareTarget } from "../../components/shared/hardware";
 import { evaluate, loadConfig, stackFileConfig } from "../harness";
 import {
     LOCAL_BASE_IMAGE,

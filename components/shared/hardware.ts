@@ -209,6 +209,11 @@ export function poolMatchesPlatform(pool: Pool, platform: Platform): boolean {
     return platform === "linux/arm64" ? pool === "arm64" : pool !== "arm64";
 }
 
+/** The one platform a pool builds natively (no emulation anywhere). */
+export function poolPlatform(pool: Pool): Platform {
+    return pool === "arm64" ? "linux/arm64" : "linux/amd64";
+}
+
 export function cpuArchitectureOf(platform: Platform): CpuArchitecture {
     return platform === "linux/arm64" ? "ARM64" : "X86_64";
 }

@@ -7,8 +7,8 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { RUNNER_METRICS_NAMESPACE } from "./buildkit";
-import type { Pool } from "./targets";
+import { RUNNER_METRICS_NAMESPACE } from "./runners/boot";
+import type { Pool } from "../shared/hardware";
 
 export interface DashboardPool {
     readonly pool: Pool;

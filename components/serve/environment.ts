@@ -5,9 +5,9 @@
  * A mutable tag can never come out of here.
  */
 import * as pulumi from "@pulumi/pulumi";
-import type { ServeConfig } from "./config";
-import { builtRef } from "./references";
-import type { HardwareTarget } from "./targets";
+import type { ServeConfig } from "./schema";
+import { builtRef } from "../shared/image-refs";
+import type { HardwareTarget } from "../shared/hardware";
 
 export interface EnvironmentArgs {
     /** The validated `serve` section. */

@@ -9,11 +9,11 @@
 import * as dockerbuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import type { ImageConfig } from "./config";
+import type { ImageConfig } from "./schema";
 import { cacheTag, releaseTag } from "./naming";
-import { type BuiltTarget, digestRef } from "./references";
+import { type BuiltTarget, digestRef } from "../shared/image-refs";
 import type { RegistryCredentials, RegistryLogin } from "./registry";
-import { type HardwareTarget, targetBuildArgs } from "./targets";
+import { type HardwareTarget, targetBuildArgs } from "../shared/hardware";
 
 export interface TargetImageArgs {
     /** The image as declared in `build.images[]` (name, context, dockerfile, buildArgs). */

@@ -8,52 +8,8 @@
  * its own log group, and read its own TLS key parameter. SSM core access
  * comes from the AWS managed policy, attached by ARN.
  */
-
-export interface PolicyStatement {
-    readonly Sid: string;
-    readonly Effect: "Allow";
-    readonly Action: readonly string[];
-    readonly Resource: string | readonly string[];
-}
-
-export interface PolicyDocument {
-    readonly Version: "2012-10-17";
-    readonly Statement: readonly PolicyStatement[];
-}
-
-/** A trust policy statement: a principal instead of a resource. */
-export interface TrustStatement {
-    readonly Sid: string;
-    readonly Effect: "Allow";
-    readonly Principal: { readonly Service: string };
-    readonly Action: readonly string[];
-}
-
-export interface TrustPolicyDocument {
-    readonly Version: "2012-10-17";
-    readonly Statement: readonly TrustStatement[];
-}
-
-/** Where an ECR registry lives, read from its host name. */
-export interface RegistryLocation {
-    readonly account: string;
-    readonly region: string;
-    /** aws, aws-cn, aws-us-gov */
-    readonly partition: string;
-    /** amazonaws.com or amazonaws.com.cn */
-    readonly dnsSuffix: string;
-}
-
-const REGISTRY_HOST_RE = /^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d)\.(amazonaws\.com(?:\.cn)?)$/;
-
-/** `123456789012.dkr.ecr.us-east-1.amazonaws.com` -> account, region, partition. */
-export function parseRegistryHost(host: string): RegistryLocation {
-    const m = REGISTRY_HOST_RE.exec(host);
-    if (!m) throw new Error(`not an ECR registry host: ${JSON.stringify(host)} (expected <account>.dkr.ecr.<region>.amazonaws.com)`);
-    const [, account, region, dnsSuffix] = m;
-    const partition = dnsSuffix.endsWith(".cn") ? "aws-cn" : region.startsWith("us-gov-") ? "aws-us-gov" : "aws";
-    return { account, region, partition, dnsSuffix };
-}
+import type { PolicyDocument, PolicyStatement } from "../../shared/iam";
+import type { RegistryLocation } from "../../shared/image-refs";
 
 /** Pull (and layer check) on a repository. */
 export const ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"] as const;
@@ -74,7 +30,7 @@ export const PULL_THROUGH_ACTIONS = [...ECR_PULL_ACTIONS, "ecr:BatchImportUpstre
 export const LOG_ACTIONS = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"] as const;
 
 /** Trust policy: EC2 instances may assume the role. */
-export function ec2AssumeRolePolicy(location: Pick<RegistryLocation, "dnsSuffix">): TrustPolicyDocument {
+export function ec2AssumeRolePolicy(location: Pick<RegistryLocation, "dnsSuffix">): PolicyDocument {
     return {
         Version: "2012-10-17",
         Statement: [
@@ -148,30 +104,4 @@ export function runnerPolicy(input: RunnerPolicyInput): PolicyDocument {
         { Sid: "OwnServerKey", Effect: "Allow", Action: ["ssm:GetParameter"], Resource: [input.serverKeyParameterArn] },
     );
     return { Version: "2012-10-17", Statement: statements };
-}
-
-/** Statements whose resource is `*` (for guards and tests). */
-export function unscopedStatements(doc: PolicyDocument): PolicyStatement[] {
-    return doc.Statement.filter((s) => s.Resource === "*" || (Array.isArray(s.Resource) && s.Resource.includes("*")));
-}
-
-/**
- * What the CI identity needs to drive the pools (not created here: CI's role
- * lives with CI). Raising capacity is scoped to the pools' groups; the two
- * describe calls have no resource-level permissions in IAM.
- */
-export function ciRunnerAccessPolicy(autoScalingGroupArns: readonly string[]): PolicyDocument {
-    if (autoScalingGroupArns.length === 0) throw new Error("the CI policy needs at least one Auto Scaling group ARN");
-    return {
-        Version: "2012-10-17",
-        Statement: [
-            { Sid: "RaisePoolCapacity", Effect: "Allow", Action: ["autoscaling:SetDesiredCapacity"], Resource: sortedUnique(autoScalingGroupArns) },
-            {
-                Sid: "ReadPoolState",
-                Effect: "Allow",
-                Action: ["autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth"],
-                Resource: "*",
-            },
-        ],
-    };
 }

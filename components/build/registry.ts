@@ -13,10 +13,10 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { RegistryConfig } from "./config";
+import type { RegistryConfig } from "./schema";
 import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
 import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
-import { dataResourceOptions } from "./protection";
+import { dataResourceOptions } from "../shared/protection";
 import { type UpstreamKey, enabledUpstreams } from "./pullthrough";
 
 export interface ImageRegistryArgs {

@@ -13,107 +13,21 @@
  * `mode: existing` — the VPC and subnets named in config; nothing is created
  * except, when asked, the endpoint security group.
  *
- * The subnet and endpoint layout is computed by `planNetwork` (pure); the
- * component only turns the plan into resources.
+ * The subnet and endpoint layout is computed by `planNetwork` (./plan, pure);
+ * the component only turns the plan into resources. The config it gets is
+ * validated by `checkNetwork` (./checks) when the program starts.
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import {
-    type CreateNetworkConfig,
-    type InterfaceEndpoint,
-    type NatMode,
-    type NetworkConfig,
-    checkNetwork,
-    ipToNumber,
-    numberToIp,
-} from "./runners-config";
-
-// --------------------------------------------------------------------- plan
-
-export type SubnetTier = "private" | "public";
-
-export interface SubnetPlan {
-    readonly tier: SubnetTier;
-    readonly az: string;
-    readonly cidr: string;
-}
-
-export interface NetworkPlan {
-    readonly vpcCidr: string;
-    /** Private subnets, one per zone, in config order. */
-    readonly privateSubnets: readonly SubnetPlan[];
-    /** Public subnets, one per zone, or none. */
-    readonly publicSubnets: readonly SubnetPlan[];
-    readonly nat: NatMode;
-    /** Zones that get a NAT gateway (in their public subnet). */
-    readonly natZones: readonly string[];
-    /** For each zone, the zone whose NAT gateway its private route table uses (absent: no default route). */
-    readonly natFor: Readonly<Record<string, string>>;
-    /** Interface endpoints, sorted. */
-    readonly interfaceEndpoints: readonly InterfaceEndpoint[];
-    readonly s3GatewayEndpoint: boolean;
-}
-
-/** The `index`-th subnet of `bits` extra prefix bits inside `vpcCidr`. */
-export function subnetCidr(vpcCidr: string, bits: number, index: number): string {
-    const [address, prefixText] = vpcCidr.split("/");
-    const prefix = Number(prefixText) + bits;
-    if (prefix > 28) throw new Error(`${vpcCidr} with ${bits} more bits gives /${prefix} subnets, smaller than AWS allows (/28)`);
-    if (index < 0 || index >= 2 ** bits) throw new Error(`subnet ${index} does not fit ${vpcCidr} with ${bits} bits`);
-    const base = ipToNumber(address);
-    return `${numberToIp(base + index * 2 ** (32 - prefix))}/${prefix}`;
-}
-
-/** Throws one error listing every problem of a `network` section (paths relative to it). */
-export function assertNetwork(config: NetworkConfig, region?: string): void {
-    const problems: string[] = [];
-    checkNetwork(config, (keys, message) => problems.push(`network.${keys.join(".")}: ${message}`));
-    if (region !== undefined && config.mode === "create") {
-        config.availabilityZones.forEach((az, i) => {
-            if (az.slice(0, -1) !== region) problems.push(`network.availabilityZones.${i}: ${az} is not in region ${region}`);
-        });
-    }
-    if (problems.length > 0) throw new Error(`invalid network:\n  - ${problems.join("\n  - ")}`);
-}
-
-/**
- * Subnet layout: private subnets take slots 0..n-1, public subnets the upper
- * half of the slots, so adding public subnets later never renumbers a private one.
- */
-export function planNetwork(config: CreateNetworkConfig): NetworkPlan {
-    assertNetwork(config);
-    const zones = config.availabilityZones;
-    const half = 2 ** config.subnetBits / 2;
-    const wantPublic = config.publicSubnets || config.natGateways !== "none";
-    const natZones = config.natGateways === "none" ? [] : config.natGateways === "single" ? [zones[0]] : [...zones];
-    const natFor: Record<string, string> = {};
-    for (const az of zones) {
-        if (config.natGateways === "single") natFor[az] = zones[0];
-        else if (config.natGateways === "perAz") natFor[az] = az;
-    }
-    return {
-        vpcCidr: config.cidr,
-        privateSubnets: zones.map((az, i) => ({ tier: "private", az, cidr: subnetCidr(config.cidr, config.subnetBits, i) })),
-        publicSubnets: wantPublic ? zones.map((az, i) => ({ tier: "public", az, cidr: subnetCidr(config.cidr, config.subnetBits, half + i) })) : [],
-        nat: config.natGateways,
-        natZones,
-        natFor,
-        interfaceEndpoints: [...new Set(config.interfaceEndpoints)].sort(),
-        s3GatewayEndpoint: config.s3GatewayEndpoint,
-    };
-}
-
-/** `com.amazonaws.<region>.<service>` */
-export function endpointServiceName(region: string, service: string): string {
-    return `com.amazonaws.${region}.${service}`;
-}
+import { type NetworkPlan, endpointServiceName, planNetwork } from "./plan";
+import type { NetworkConfig } from "./schema";
 
 // ---------------------------------------------------------------- component
 
 export interface PrivateNetworkArgs {
     /** The validated `network` section (`mode` create or existing). Required. */
     readonly config: NetworkConfig;
-    /** AWS region (config `aws:region`): endpoint service names, and every zone must be in it. Required. */
+    /** AWS region (config `aws:region`; the zones were checked to be in it): endpoint service names. Required. */
     readonly region: string;
     /** Tags put on every taggable resource (cost allocation). Required. */
     readonly tags: Readonly<Record<string, string>>;
@@ -135,7 +49,6 @@ export class PrivateNetwork extends pulumi.ComponentResource {
     constructor(name: string, args: PrivateNetworkArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:network:PrivateNetwork", name, {}, opts);
         const { config, region } = args;
-        assertNetwork(config, region);
         const tagged = (role: string, extra: Record<string, string> = {}) => ({ ...args.tags, Name: `${name}-${role}`, ...extra });
 
         if (config.mode === "existing") {

@@ -4,7 +4,7 @@
  * - launch template: AMI from an SSM public parameter (`resolve:ssm:`), IMDSv2
  *   required with hop limit 1, no public IP, no SSH key, encrypted gp3 root
  *   volume, instance profile; cloud-init user data that installs buildkitd and
- *   runs it under systemd with mutual TLS (./buildkit renders it; no secret in
+ *   runs it under systemd with mutual TLS (./boot renders it; no secret in
  *   it: the server key is an SSM SecureString the instance reads at boot);
  * - Auto Scaling group: min 0, max from config, spot over several instance
  *   types with an on-demand base, capacity rebalance; `desiredCapacity` is
@@ -17,31 +17,34 @@
  * - IAM: ECR push/pull on the project's repositories only, pull-through under
  *   `<prefix>/*`, its own log group and key parameter, SSM core.
  *
- * Everything decided here is computed by pure functions (./buildkit,
- * ./runner-iam and the helpers below) so tests call them directly.
+ * The constructor composes named parts (the private load balancer, the TLS
+ * material, the role, the launch template with its group, scale to zero);
+ * what they decide is computed by pure functions (./buildkitd, ./boot, ./ci,
+ * ./iam and the helpers below) so tests call them directly. The config was
+ * validated when the program started (./checks).
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import * as tls from "@pulumi/tls";
+import { type Platform, type Pool, poolPlatform } from "../../shared/hardware";
+import { parseRegistryHost } from "../../shared/image-refs";
+import { IMDSV2_ONLY, encryptedRootVolume, privateNetworkInterfaces } from "../../shared/launch-template";
+import { privateLoadBalancer } from "../../shared/private-load-balancer";
+import { dataResourceOptions } from "../../shared/protection";
+import { cloudInit } from "./boot";
+import { buildkitImageRef, upstreamKeysOf } from "./buildkitd";
 import {
     type BuilderNode,
-    buildkitImageProblem,
-    buildkitImageRef,
+    MULTIARCH_BUILDER,
     builderName,
     buildxCreateCommands,
     certInstallCommands,
-    cloudInit,
     multiNodeBuilderCommands,
-    poolPlatform,
     scaleUpCommand,
-    upstreamKeysOf,
     waitHealthyCommand,
-    MULTIARCH_BUILDER,
-} from "./buildkit";
-import { dataResourceOptions } from "./protection";
-import { cloudWatchAgentServerPolicyArn, ec2AssumeRolePolicy, parseRegistryHost, runnerPolicy, ssmManagedInstanceCoreArn } from "./runner-iam";
-import { type PoolConfig, type RunnersConfig, checkRunners } from "./runners-config";
-import type { Platform, Pool } from "./targets";
+} from "./ci";
+import { cloudWatchAgentServerPolicyArn, ec2AssumeRolePolicy, runnerPolicy, ssmManagedInstanceCoreArn } from "./iam";
+import type { PoolConfig, RunnersConfig } from "./schema";
+import { runnerTls } from "./tls";
 
 // ------------------------------------------------------------ pure helpers
 
@@ -53,9 +56,6 @@ export const ROOT_DEVICE = "/dev/xvda";
 export const TCP_IDLE_TIMEOUT_SECONDS = 3600;
 /** Boot (docker, image pull, CDI) before the load balancer's health check counts. */
 export const HEALTH_CHECK_GRACE_SECONDS = 600;
-export const CA_VALIDITY_HOURS = 10 * 365 * 24;
-/** `pulumi up` re-issues a certificate in its last 30 days. */
-export const EARLY_RENEWAL_HOURS = 30 * 24;
 
 /** One ingress source of the load balancer's security group. */
 export interface IngressSource {
@@ -205,7 +205,7 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
     constructor(name: string, args: BuildRunnerPoolArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:BuildRunnerPool", name, {}, opts);
         const { pool, runners } = args;
-        const config = validate(name, args);
+        const config = this.poolConfig(name, args);
         const port = runners.port;
         this.pool = pool;
         this.platform = poolPlatform(pool);
@@ -215,91 +215,48 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         const scope = `/${pulumi.getProject()}/${pulumi.getStack()}/buildkit/${name}`;
         const registry = pulumi.output(args.registryHost).apply(parseRegistryHost);
 
-        // ------------------------------------------------ logs, network, load balancer
         const logGroup = new aws.cloudwatch.LogGroup(
             `${name}-logs`,
             { name: scope, retentionInDays: runners.logRetentionDays, tags: tagged("logs") },
             { parent: this, ...dataResourceOptions(args.protectData ?? true) },
         );
 
-        const lbSg = new aws.ec2.SecurityGroup(
-            `${name}-lb-sg`,
-            { vpcId: args.vpcId, description: `BuildKit ${pool} endpoint: port ${port} from CI only`, tags: tagged("lb-sg") },
-            { parent: this },
-        );
-        const sg = new aws.ec2.SecurityGroup(
-            `${name}-sg`,
-            { vpcId: args.vpcId, description: `BuildKit ${pool} runners: port ${port} from the load balancer only`, tags: tagged("sg") },
-            { parent: this },
-        );
-        for (const source of ciIngressSources(runners.ciSources)) {
-            new aws.vpc.SecurityGroupIngressRule(
-                `${name}-lb-from-${source.key}`,
-                {
-                    securityGroupId: lbSg.id,
-                    ipProtocol: "tcp",
-                    fromPort: port,
-                    toPort: port,
-                    cidrIpv4: source.cidrIpv4,
-                    referencedSecurityGroupId: source.referencedSecurityGroupId,
-                    description: source.description,
-                    tags: tagged("lb-from-ci"),
-                },
-                { parent: this },
-            );
-        }
-        new aws.vpc.SecurityGroupEgressRule(
-            `${name}-lb-to-runners`,
-            {
-                securityGroupId: lbSg.id,
-                ipProtocol: "tcp",
-                fromPort: port,
-                toPort: port,
-                referencedSecurityGroupId: sg.id,
-                description: "traffic and health checks to the runners",
-                tags: tagged("lb-to-runners"),
-            },
-            { parent: this },
-        );
-        new aws.vpc.SecurityGroupIngressRule(
-            `${name}-from-lb`,
-            {
-                securityGroupId: sg.id,
-                ipProtocol: "tcp",
-                fromPort: port,
-                toPort: port,
-                referencedSecurityGroupId: lbSg.id,
-                description: "buildkitd from the load balancer only",
-                tags: tagged("from-lb"),
-            },
-            { parent: this },
-        );
-        new aws.vpc.SecurityGroupEgressRule(
-            `${name}-egress`,
-            {
-                securityGroupId: sg.id,
+        // ------------------------------------------------ the endpoint: CI -> NLB -> runners
+        const endpoint = privateLoadBalancer(this, {
+            vpcId: args.vpcId,
+            listenerPort: port,
+            targetPort: port,
+            frontGroup: { name: `${name}-lb-sg`, description: `BuildKit ${pool} endpoint: port ${port} from CI only`, tags: tagged("lb-sg") },
+            backGroup: { name: `${name}-sg`, description: `BuildKit ${pool} runners: port ${port} from the load balancer only`, tags: tagged("sg") },
+            sources: ciIngressSources(runners.ciSources).map((source) => ({
+                name: `${name}-lb-from-${source.key}`,
+                description: source.description,
+                cidrIpv4: source.cidrIpv4,
+                referencedSecurityGroupId: source.referencedSecurityGroupId,
+                tags: tagged("lb-from-ci"),
+            })),
+            toTargets: { name: `${name}-lb-to-runners`, description: "traffic and health checks to the runners", tags: tagged("lb-to-runners") },
+            fromLoadBalancer: { name: `${name}-from-lb`, description: "buildkitd from the load balancer only", tags: tagged("from-lb") },
+            targetEgress: {
+                name: `${name}-egress`,
                 ipProtocol: "-1",
                 cidrIpv4: "0.0.0.0/0",
                 description: "build steps fetch packages (via NAT); ECR, S3, SSM and logs go through the VPC endpoints",
                 tags: tagged("egress"),
             },
-            { parent: this },
-        );
-
-        this.loadBalancer = new aws.lb.LoadBalancer(
-            `${name}-nlb`,
-            {
-                internal: true,
-                loadBalancerType: "network",
-                subnets: args.privateSubnetIds,
-                securityGroups: [lbSg.id],
-                // One instance in one zone must be reachable through every zone's address.
-                enableCrossZoneLoadBalancing: true,
-                ipAddressType: "ipv4",
-                tags: tagged("nlb"),
+            loadBalancer: {
+                name: `${name}-nlb`,
+                args: {
+                    loadBalancerType: "network",
+                    subnets: args.privateSubnetIds,
+                    // One instance in one zone must be reachable through every zone's address.
+                    enableCrossZoneLoadBalancing: true,
+                    ipAddressType: "ipv4",
+                    tags: tagged("nlb"),
+                },
             },
-            { parent: this },
-        );
+        });
+        this.loadBalancer = endpoint.loadBalancer;
         this.targetGroup = new aws.lb.TargetGroup(
             `${name}-tg`,
             {
@@ -328,56 +285,18 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         const dnsName = this.loadBalancer.dnsName;
 
         // ------------------------------------------------------------- mutual TLS
-        const validityHours = runners.certificateValidityDays * 24;
-        const key = (role: string) => new tls.PrivateKey(`${name}-${role}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
-        const caKey = key("ca");
-        const ca = new tls.SelfSignedCert(
-            `${name}-ca`,
-            {
-                privateKeyPem: caKey.privateKeyPem,
-                isCaCertificate: true,
-                allowedUses: ["cert_signing", "crl_signing", "digital_signature"],
-                validityPeriodHours: CA_VALIDITY_HOURS,
-                subject: { commonName: `${name} BuildKit CA`, organization: pulumi.getProject() },
-            },
-            { parent: this },
-        );
-        const issue = (role: "server" | "client", privateKeyPem: pulumi.Input<string>, dnsNames?: pulumi.Input<pulumi.Input<string>[]>) => {
-            const csr = new tls.CertRequest(
-                `${name}-${role}-csr`,
-                {
-                    privateKeyPem,
-                    subject: { commonName: role === "server" ? `buildkitd ${name}` : `ci ${name}`, organization: pulumi.getProject() },
-                    dnsNames,
-                    ipAddresses: role === "server" ? ["127.0.0.1"] : undefined,
-                },
-                { parent: this },
-            );
-            return new tls.LocallySignedCert(
-                `${name}-${role}-cert`,
-                {
-                    certRequestPem: csr.certRequestPem,
-                    caPrivateKeyPem: caKey.privateKeyPem,
-                    caCertPem: ca.certPem,
-                    validityPeriodHours: validityHours,
-                    earlyRenewalHours: EARLY_RENEWAL_HOURS,
-                    allowedUses: ["digital_signature", "key_encipherment", role === "server" ? "server_auth" : "client_auth"],
-                },
-                { parent: this },
-            );
-        };
-        const serverKey = key("server");
         // The name clients dial (the load balancer) must be in the server certificate.
-        const serverCert = issue("server", serverKey.privateKeyPem, pulumi.output(dnsName).apply((dns) => [dns, "localhost"]));
-        const clientKey = key("client");
-        const clientCert = issue("client", clientKey.privateKeyPem);
-
+        const certificates = runnerTls(this, name, {
+            validityDays: runners.certificateValidityDays,
+            serverDnsNames: pulumi.output(dnsName).apply((dns) => [dns, "localhost"]),
+            serverIpAddresses: ["127.0.0.1"],
+        });
         const serverKeyParam = new aws.ssm.Parameter(
             `${name}-server-key-param`,
             {
                 name: `${scope}/server-key`,
                 type: "SecureString",
-                value: pulumi.secret(serverKey.privateKeyPem),
+                value: certificates.serverKeyPem,
                 description: `TLS key of the ${pool} buildkitd servers (read at boot)`,
                 tags: tagged("server-key-param"),
             },
@@ -385,44 +304,12 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         );
 
         // ---------------------------------------------------------------- IAM
-        this.role = new aws.iam.Role(
-            `${name}-role`,
-            {
-                description: `BuildKit ${pool} runners`,
-                assumeRolePolicy: registry.apply((loc) => JSON.stringify(ec2AssumeRolePolicy(loc))),
-                tags: tagged("role"),
-            },
-            { parent: this },
-        );
-        new aws.iam.RolePolicy(
-            `${name}-policy`,
-            {
-                role: this.role.id,
-                policy: pulumi
-                    .all([registry, pulumi.all([...args.repositoryArns]), logGroup.arn, serverKeyParam.arn])
-                    .apply(([loc, repositoryArns, logGroupArn, serverKeyParameterArn]) =>
-                        JSON.stringify(
-                            runnerPolicy({ registry: loc, repositoryArns, pullThroughPrefixes: args.pullThroughPrefixes, logGroupArn, serverKeyParameterArn }),
-                        ),
-                    ),
-            },
-            { parent: this },
-        );
-        new aws.iam.RolePolicyAttachment(
-            `${name}-ssm-core`,
-            { role: this.role.name, policyArn: registry.apply((loc) => ssmManagedInstanceCoreArn(loc.partition)) },
-            { parent: this },
-        );
-        new aws.iam.RolePolicyAttachment(
-            `${name}-cw-agent`,
-            { role: this.role.name, policyArn: registry.apply((loc) => cloudWatchAgentServerPolicyArn(loc.partition)) },
-            { parent: this },
-        );
+        this.role = this.runnerRole(name, args, registry, logGroup.arn, serverKeyParam.arn, tagged);
         const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags: tagged("profile") }, { parent: this });
 
         // ------------------------------------------------------- launch template
         const userData = pulumi
-            .all([args.registryHost, ca.certPem, serverCert.certPem, logGroup.name])
+            .all([args.registryHost, certificates.caCertPem, certificates.serverCertPem, logGroup.name])
             .apply(([registryHost, caCertPem, serverCertPem, logGroupName]) => {
                 const { region } = parseRegistryHost(registryHost);
                 const text = cloudInit({
@@ -448,21 +335,14 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
                 // Resolved at launch: a new AMI needs no template change.
                 imageId: `resolve:ssm:${config.amiParameter}`,
                 updateDefaultVersion: true,
-                metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
-                networkInterfaces: [{ deviceIndex: 0, associatePublicIpAddress: "false", deleteOnTermination: "true", securityGroups: [sg.id] }],
-                blockDeviceMappings: [
-                    {
-                        deviceName: ROOT_DEVICE,
-                        ebs: {
-                            volumeSize: config.volumeGiB,
-                            volumeType: "gp3",
-                            iops: config.volumeIops,
-                            throughput: config.volumeThroughputMiBps,
-                            encrypted: "true",
-                            deleteOnTermination: "true",
-                        },
-                    },
-                ],
+                metadataOptions: IMDSV2_ONLY,
+                networkInterfaces: privateNetworkInterfaces(endpoint.backGroup.id),
+                blockDeviceMappings: encryptedRootVolume({
+                    deviceName: ROOT_DEVICE,
+                    sizeGiB: config.volumeGiB,
+                    iops: config.volumeIops,
+                    throughputMiBps: config.volumeThroughputMiBps,
+                }),
                 iamInstanceProfile: { arn: profile.arn },
                 instanceInitiatedShutdownBehavior: "terminate",
                 monitoring: { enabled: false },
@@ -509,7 +389,112 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
             { parent: this, ignoreChanges: ["desiredCapacity"] },
         );
         const asgName = this.autoScalingGroup.name;
+        this.scaleToZero(name, runners, config, asgName, tagged);
 
+        // ------------------------------------------------------------- outputs
+        this.endpoint = pulumi.interpolate`tcp://${dnsName}:${port}`;
+        this.node = pulumi.output(dnsName).apply((dns) => ({ pool, endpoint: `tcp://${dns}:${port}`, serverName: dns }));
+        this.caCertPem = certificates.caCertPem;
+        this.clientCertPem = certificates.clientCertPem;
+        this.clientKeyPem = certificates.clientKeyPem;
+        const certCommands = certInstallCommands({ pool, stack: args.outputStack ?? pulumi.getStack(), output: args.outputName ?? "runners" });
+        this.summary = pulumi
+            .all([registry, this.node, asgName, this.targetGroup.arn, this.caCertPem, this.clientCertPem, this.clientKeyPem])
+            .apply(([loc, node, autoScalingGroupName, targetGroupArn, caCert, clientCertPem, clientKeyPem]) => ({
+                pool,
+                platform: this.platform,
+                builder: this.builder,
+                endpoint: node.endpoint,
+                serverName: node.serverName,
+                autoScalingGroupName,
+                targetGroupArn,
+                caCert,
+                clientCert: clientCertPem,
+                clientKey: clientKeyPem,
+                scaleUpCommand: scaleUpCommand({ region: loc.region, autoScalingGroupName }),
+                waitHealthyCommand: waitHealthyCommand({ region: loc.region, targetGroupArn }),
+                certInstallCommands: certCommands,
+                buildxCreateCommands: buildxCreateCommands(node),
+            }));
+
+        this.registerOutputs({ endpoint: this.endpoint, builder: this.builder, autoScalingGroupName: asgName });
+    }
+
+    /** The pool's config; refuses args whose parts cannot fit together. */
+    private poolConfig(name: string, args: BuildRunnerPoolArgs): PoolConfig {
+        const config = args.runners.pools[args.pool];
+        if (!config) throw new pulumi.ResourceError(`build.runners.pools.${args.pool} is not configured`, this);
+        if (name.length > MAX_POOL_NAME_LENGTH) {
+            throw new pulumi.ResourceError(`name "${name}" is longer than ${MAX_POOL_NAME_LENGTH} characters (load balancer and target group names are limited to 32)`, this);
+        }
+        if (args.repositoryArns.length === 0) throw new pulumi.ResourceError("repositoryArns is empty: the runners need the project's repositories", this);
+        try {
+            upstreamKeysOf(args.pullThroughPrefixes);
+        } catch (error) {
+            throw new pulumi.ResourceError((error as Error).message, this);
+        }
+        return config;
+    }
+
+    /** The runners' role: its inline policy (./iam), SSM core and the CloudWatch agent. */
+    private runnerRole(
+        name: string,
+        args: BuildRunnerPoolArgs,
+        registry: pulumi.Output<ReturnType<typeof parseRegistryHost>>,
+        logGroupArn: pulumi.Output<string>,
+        serverKeyParameterArn: pulumi.Output<string>,
+        tagged: (role: string) => Record<string, string>,
+    ): aws.iam.Role {
+        const role = new aws.iam.Role(
+            `${name}-role`,
+            {
+                description: `BuildKit ${args.pool} runners`,
+                assumeRolePolicy: registry.apply((loc) => JSON.stringify(ec2AssumeRolePolicy(loc))),
+                tags: tagged("role"),
+            },
+            { parent: this },
+        );
+        new aws.iam.RolePolicy(
+            `${name}-policy`,
+            {
+                role: role.id,
+                policy: pulumi
+                    .all([registry, pulumi.all([...args.repositoryArns]), logGroupArn, serverKeyParameterArn])
+                    .apply(([loc, repositoryArns, logGroup, serverKey]) =>
+                        JSON.stringify(
+                            runnerPolicy({
+                                registry: loc,
+                                repositoryArns,
+                                pullThroughPrefixes: args.pullThroughPrefixes,
+                                logGroupArn: logGroup,
+                                serverKeyParameterArn: serverKey,
+                            }),
+                        ),
+                    ),
+            },
+            { parent: this },
+        );
+        new aws.iam.RolePolicyAttachment(
+            `${name}-ssm-core`,
+            { role: role.name, policyArn: registry.apply((loc) => ssmManagedInstanceCoreArn(loc.partition)) },
+            { parent: this },
+        );
+        new aws.iam.RolePolicyAttachment(
+            `${name}-cw-agent`,
+            { role: role.name, policyArn: registry.apply((loc) => cloudWatchAgentServerPolicyArn(loc.partition)) },
+            { parent: this },
+        );
+        return role;
+    }
+
+    /** Scale to zero: the idle alarm with its policy, and the off-hours schedule. */
+    private scaleToZero(
+        name: string,
+        runners: RunnersConfig,
+        config: PoolConfig,
+        asgName: pulumi.Output<string>,
+        tagged: (role: string) => Record<string, string>,
+    ): void {
         const toZero = new aws.autoscaling.Policy(
             `${name}-scale-to-zero`,
             { autoscalingGroupName: asgName, policyType: "SimpleScaling", adjustmentType: "ExactCapacity", scalingAdjustment: 0, cooldown: 60 },
@@ -518,7 +503,7 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         new aws.cloudwatch.MetricAlarm(
             `${name}-idle`,
             {
-                alarmDescription: `No connection to the ${pool} BuildKit endpoint for ${config.idleMinutes} minutes while the pool has capacity: scale it to zero`,
+                alarmDescription: `No connection to the ${this.pool} BuildKit endpoint for ${config.idleMinutes} minutes while the pool has capacity: scale it to zero`,
                 comparisonOperator: "GreaterThanOrEqualToThreshold",
                 threshold: 1,
                 evaluationPeriods: config.idleMinutes,
@@ -546,56 +531,7 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
                 { parent: this },
             );
         });
-
-        // ------------------------------------------------------------- outputs
-        this.endpoint = pulumi.interpolate`tcp://${dnsName}:${port}`;
-        this.node = pulumi.output(dnsName).apply((dns) => ({ pool, endpoint: `tcp://${dns}:${port}`, serverName: dns }));
-        this.caCertPem = ca.certPem;
-        this.clientCertPem = pulumi.secret(clientCert.certPem);
-        this.clientKeyPem = pulumi.secret(clientKey.privateKeyPem);
-        const certCommands = certInstallCommands({ pool, stack: args.outputStack ?? pulumi.getStack(), output: args.outputName ?? "runners" });
-        this.summary = pulumi
-            .all([registry, this.node, asgName, this.targetGroup.arn, this.caCertPem, this.clientCertPem, this.clientKeyPem])
-            .apply(([loc, node, autoScalingGroupName, targetGroupArn, caCert, clientCertPem, clientKeyPem]) => ({
-                pool,
-                platform: this.platform,
-                builder: this.builder,
-                endpoint: node.endpoint,
-                serverName: node.serverName,
-                autoScalingGroupName,
-                targetGroupArn,
-                caCert,
-                clientCert: clientCertPem,
-                clientKey: clientKeyPem,
-                scaleUpCommand: scaleUpCommand({ region: loc.region, autoScalingGroupName }),
-                waitHealthyCommand: waitHealthyCommand({ region: loc.region, targetGroupArn }),
-                certInstallCommands: certCommands,
-                buildxCreateCommands: buildxCreateCommands(node),
-            }));
-
-        this.registerOutputs({ endpoint: this.endpoint, builder: this.builder, autoScalingGroupName: asgName });
     }
-}
-
-/** Throws early on contradictory args; returns the pool's config. */
-function validate(name: string, args: BuildRunnerPoolArgs): PoolConfig {
-    const problems: string[] = [];
-    if (name.length > MAX_POOL_NAME_LENGTH) {
-        problems.push(`name "${name}" is longer than ${MAX_POOL_NAME_LENGTH} characters (load balancer and target group names are limited to 32)`);
-    }
-    const config = args.runners.pools[args.pool];
-    if (!config) throw new Error(`BuildRunnerPool ${name}: build.runners.pools.${args.pool} is not configured`);
-    checkRunners({ ...args.runners, pools: { [args.pool]: config } }, [], (keys, message) => problems.push(`build.runners.${keys.join(".")}: ${message}`));
-    if (args.repositoryArns.length === 0) problems.push("repositoryArns is empty: the runners need the project's repositories");
-    try {
-        upstreamKeysOf(args.pullThroughPrefixes);
-        const imageProblem = buildkitImageProblem(args.runners.buildkitImage, args.pullThroughPrefixes);
-        if (imageProblem) problems.push(`build.runners.buildkitImage: ${imageProblem}`);
-    } catch (error) {
-        problems.push((error as Error).message);
-    }
-    if (problems.length > 0) throw new Error(`BuildRunnerPool ${name}:\n  - ${problems.join("\n  - ")}`);
-    return config;
 }
 
 /** Every pool's summary, keyed by pool: the build stack's `runners` output. */

@@ -1,6 +1,7 @@
 /**
- * Image references: parsing and checks (pure). An environment deploys only
- * `registry/repository@sha256:<digest>`, never a mutable tag.
+ * Image references and registry hosts: parsing and checks (pure). An
+ * environment deploys only `registry/repository@sha256:<digest>`, never a
+ * mutable tag.
  */
 
 export interface DigestRef {
@@ -23,6 +24,14 @@ export function parseDigestRef(ref: string): DigestRef | undefined {
 
 export function isDigestRef(ref: string): boolean {
     return parseDigestRef(ref) !== undefined;
+}
+
+/** Throws unless `ref` is `registry/repository@sha256:<digest>` (`what` names it in the message). */
+export function requireDigestRef(ref: string, what: string): string {
+    if (!parseDigestRef(ref)) {
+        throw new Error(`${what}: image ${JSON.stringify(ref)} is not pinned by digest (registry/repository@sha256:<64 hex>); refusing to deploy a mutable reference`);
+    }
+    return ref;
 }
 
 /** `repo@sha256:...` from a repository URL and a digest. */
@@ -71,4 +80,40 @@ export function builtRef(images: unknown, image: string, target: string, buildSt
         throw new Error(`build stack ${buildStack} exports ${JSON.stringify(ref)} for ${image}/${target}, which is not pinned by digest`);
     }
     return ref;
+}
+
+// ---------------------------------------------------------------- ECR hosts
+
+/** A private ECR registry host: `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`. */
+const ECR_HOST_RE = /^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d)\.(amazonaws\.com(?:\.cn)?)$/;
+
+/** Where an ECR registry lives, read from its host name. */
+export interface RegistryLocation {
+    readonly account: string;
+    readonly region: string;
+    /** aws, aws-cn, aws-us-gov */
+    readonly partition: string;
+    /** amazonaws.com or amazonaws.com.cn */
+    readonly dnsSuffix: string;
+}
+
+/** Is `host` a private ECR registry? */
+export function isEcrHost(host: string): boolean {
+    return ECR_HOST_RE.test(host);
+}
+
+/** The location of an ECR registry host; undefined for any other host. */
+export function ecrLocation(host: string): RegistryLocation | undefined {
+    const m = ECR_HOST_RE.exec(host);
+    if (!m) return undefined;
+    const [, account, region, dnsSuffix] = m;
+    const partition = dnsSuffix.endsWith(".cn") ? "aws-cn" : region.startsWith("us-gov-") ? "aws-us-gov" : "aws";
+    return { account, region, partition, dnsSuffix };
+}
+
+/** `123456789012.dkr.ecr.us-east-1.amazonaws.com` -> account, region, partition; throws for any other host. */
+export function parseRegistryHost(host: string): RegistryLocation {
+    const location = ecrLocation(host);
+    if (!location) throw new Error(`not an ECR registry host: ${JSON.stringify(host)} (expected <account>.dkr.ecr.<region>.amazonaws.com)`);
+    return location;
 }

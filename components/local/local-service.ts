@@ -7,9 +7,9 @@
  */
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { LocalServiceConfig } from "./config";
-import { requireDigestRef } from "./inference";
-import { SIDECAR_PORT_LABEL } from "./container-definitions";
+import { requireDigestRef } from "../shared/image-refs";
+import { SIDECAR_PORT_LABEL } from "../shared/labels";
+import type { LocalServiceConfig } from "./schema";
 
 export interface LocalServiceArgs {
     /** The service as declared in `local.services[]` (port, hostPort, environment, sidecars). */
@@ -70,7 +70,7 @@ export class LocalService extends pulumi.ComponentResource {
             `${name}-server`,
             {
                 name: service.name,
-                image: pulumi.output(args.image).apply((ref) => requireDigestRef(ref, service.name)),
+                image: pulumi.output(args.image).apply((ref) => requireDigestRef(ref, `service ${service.name}`)),
                 networksAdvanced: [
                     { name: serveNet.name, aliases: [service.name] },
                     { name: sidecarNet.name, aliases: [service.name] },

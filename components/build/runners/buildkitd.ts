@@ -1,0 +1,197 @@
+/**
+ * buildkitd on the runner machines (pure: no Pulumi resources): the daemon
+ * config as a typed object and as TOML (mutual TLS on TCP, GC bounded by the
+ * pool's volume, max-parallelism, native platform only, registry mirrors
+ * pointing at the ECR pull-through cache, CDI for the gpu pool) and the
+ * BuildKit image the runners take the binaries from.
+ */
+import { type Pool, poolPlatform } from "../../shared/hardware";
+import { isEcrHost } from "../../shared/image-refs";
+import { UPSTREAMS, type UpstreamKey, parseImage, resolveThroughCache } from "../pullthrough";
+import { toToml } from "./toml";
+
+// -------------------------------------------------------------------- paths
+
+/** Where buildkitd reads its TLS files on the runner. */
+export const TLS_PATHS = {
+    ca: "/etc/buildkit/tls/ca.pem",
+    cert: "/etc/buildkit/tls/server.pem",
+    key: "/etc/buildkit/tls/server-key.pem",
+} as const;
+
+export const BUILDKITD_TOML_PATH = "/etc/buildkit/buildkitd.toml";
+export const BUILDKIT_ROOT = "/var/lib/buildkit";
+export const BOOTSTRAP_PATH = "/usr/local/sbin/ml-buildkit-bootstrap";
+/** CDI spec the gpu pool generates at boot (nvidia-ctk). */
+export const NVIDIA_CDI_SPEC = "/etc/cdi/nvidia.yaml";
+/** Subnet of BuildKit's own bridge for build steps (kept clear of the usual VPC ranges). */
+export const BUILD_BRIDGE_SUBNET = "172.28.0.0/16";
+
+// ------------------------------------------------------------- buildkitd.toml
+
+/** One BuildKit GC policy (BuildKit ≥ 0.17 field names; sizes in bytes). */
+export type GcPolicy = {
+    readonly all?: boolean;
+    readonly filters?: readonly string[];
+    readonly keepDuration?: string;
+    readonly reservedSpace?: number;
+    readonly maxUsedSpace?: number;
+    readonly minFreeSpace?: number;
+};
+
+export type BuildkitdConfig = {
+    readonly root: string;
+    /** gpu pool only: lets a client ask for `--allow device` (CDI devices in RUN --device). */
+    readonly "insecure-entitlements"?: readonly string[];
+    readonly log: { readonly format: "json" | "text" };
+    readonly grpc: {
+        readonly address: readonly string[];
+        readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
+    };
+    readonly cdi: { readonly disabled: boolean; readonly specDirs?: readonly string[] };
+    readonly worker: {
+        readonly oci: {
+            readonly enabled: true;
+            readonly platforms: readonly string[];
+            readonly snapshotter: string;
+            readonly "max-parallelism": number;
+            readonly networkMode: "bridge";
+            readonly bridgeSubnet: string;
+            readonly gc: true;
+            readonly reservedSpace: number;
+            readonly maxUsedSpace: number;
+            readonly minFreeSpace: number;
+            readonly gcpolicy: readonly GcPolicy[];
+        };
+        readonly containerd: { readonly enabled: false };
+    };
+    readonly registry: { readonly [host: string]: { readonly mirrors: readonly string[] } };
+};
+
+const GIB = 1024 ** 3;
+
+/** Disk kept for the OS, the AMI's own software and logs, per pool kind (the DLAMI is big). */
+export const OS_RESERVE_GIB: Readonly<Record<Pool, number>> = { amd64: 20, arm64: 20, gpu: 80 };
+
+/** What BuildKit may use on a volume: 80% of what the OS leaves, in bytes (never negative). */
+export function gcBudgetBytes(pool: Pool, volumeGiB: number): number {
+    return Math.max(0, Math.floor((volumeGiB - OS_RESERVE_GIB[pool]) * 0.8)) * GIB;
+}
+
+/**
+ * GC policies bounded by the volume: short-lived local/cache-mount/git data
+ * first, then anything older than 60 days, then everything down to the
+ * budget. `maxUsedSpace` is the hard bound (what `keepBytes` used to be).
+ */
+export function gcPolicies(pool: Pool, volumeGiB: number): { worker: Required<Pick<GcPolicy, "reservedSpace" | "maxUsedSpace" | "minFreeSpace">>; policies: GcPolicy[] } {
+    const budget = gcBudgetBytes(pool, volumeGiB);
+    const tenth = Math.floor(budget / 10 / GIB) * GIB;
+    const minFree = Math.max(10, Math.floor(volumeGiB / 10)) * GIB;
+    return {
+        worker: { reservedSpace: tenth, maxUsedSpace: budget, minFreeSpace: minFree },
+        policies: [
+            { filters: ["type==source.local", "type==exec.cachemount", "type==source.git.checkout"], keepDuration: "48h", maxUsedSpace: tenth },
+            { keepDuration: "1440h", maxUsedSpace: budget },
+            { all: true, reservedSpace: tenth, maxUsedSpace: budget, minFreeSpace: minFree },
+        ],
+    };
+}
+
+/** The upstream prefixes ECR pull-through rules use, mapped to their upstream keys. */
+export function upstreamKeysOf(prefixes: readonly string[]): Set<UpstreamKey> {
+    const keys = new Set<UpstreamKey>();
+    for (const prefix of prefixes) {
+        const upstream = UPSTREAMS.find((u) => u.prefix === prefix);
+        if (!upstream) throw new Error(`unknown pull-through prefix "${prefix}"; known: ${UPSTREAMS.map((u) => u.prefix).join(", ")}`);
+        keys.add(upstream.key);
+    }
+    return keys;
+}
+
+/**
+ * Registry mirrors: every upstream with a pull-through rule is pulled via
+ * `<registryHost>/<prefix>` (BuildKit ≥ 0.12 accepts a path in a mirror).
+ * Keyed by the host a Dockerfile names (docker.io, quay.io ...), sorted.
+ */
+export function registryMirrors(registryHost: string, prefixes: readonly string[]): Record<string, { mirrors: string[] }> {
+    const keys = upstreamKeysOf(prefixes);
+    const out: Record<string, { mirrors: string[] }> = {};
+    for (const upstream of UPSTREAMS) {
+        if (!keys.has(upstream.key)) continue;
+        out[upstream.hosts[0]] = { mirrors: [`${registryHost}/${upstream.prefix}`] };
+    }
+    return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/**
+ * Why runners could not pull the buildkit image, or undefined when they can:
+ * it must be in an ECR registry already, or come from an upstream whose
+ * pull-through rule is enabled (runners have no other way out).
+ */
+export function buildkitImageProblem(image: string, prefixes: readonly string[]): string | undefined {
+    const host = parseImage(image).host;
+    if (isEcrHost(host)) return undefined;
+    const upstream = UPSTREAMS.find((u) => u.hosts.includes(host));
+    if (!upstream) return `buildkit image ${image} is on ${host}, which runners cannot reach; mirror it into the ECR registry`;
+    if (!upstreamKeysOf(prefixes).has(upstream.key)) {
+        return `buildkit image ${image} needs the "${upstream.prefix}" pull-through rule (runners pull it through ECR); enable it or mirror the image into the ECR registry`;
+    }
+    return undefined;
+}
+
+/** The buildkit image as the runner pulls it: through the pull-through cache, or as is when already in ECR. */
+export function buildkitImageRef(image: string, registryHost: string, prefixes: readonly string[]): string {
+    const problem = buildkitImageProblem(image, prefixes);
+    if (problem) throw new Error(problem);
+    return resolveThroughCache(image, registryHost, upstreamKeysOf(prefixes));
+}
+
+export interface BuildkitdOptions {
+    readonly pool: Pool;
+    readonly port: number;
+    readonly volumeGiB: number;
+    readonly maxParallelism: number;
+    readonly registryHost: string;
+    /** Pull-through prefixes with a rule (ecr-public, quay, docker-hub, github). */
+    readonly pullThroughPrefixes: readonly string[];
+}
+
+/** buildkitd.toml as a typed object. */
+export function buildkitdConfig(o: BuildkitdOptions): BuildkitdConfig {
+    const gc = gcPolicies(o.pool, o.volumeGiB);
+    const gpu = o.pool === "gpu";
+    return {
+        root: BUILDKIT_ROOT,
+        "insecure-entitlements": gpu ? ["device"] : undefined,
+        log: { format: "json" },
+        grpc: {
+            // TLS applies to the TCP listener; the unix socket is for buildctl on the box (via SSM).
+            address: [`tcp://0.0.0.0:${o.port}`, "unix:///run/buildkit/buildkitd.sock"],
+            tls: { cert: TLS_PATHS.cert, key: TLS_PATHS.key, ca: TLS_PATHS.ca },
+        },
+        cdi: gpu ? { disabled: false, specDirs: ["/etc/cdi", "/var/run/cdi"] } : { disabled: true },
+        worker: {
+            oci: {
+                enabled: true,
+                // Native only: no QEMU binaries are installed, and other platforms are refused.
+                platforms: [poolPlatform(o.pool)],
+                snapshotter: "overlayfs",
+                "max-parallelism": o.maxParallelism,
+                // Build steps get their own network namespace: with IMDS hop limit 1 they cannot read instance credentials.
+                networkMode: "bridge",
+                bridgeSubnet: BUILD_BRIDGE_SUBNET,
+                gc: true,
+                reservedSpace: gc.worker.reservedSpace,
+                maxUsedSpace: gc.worker.maxUsedSpace,
+                minFreeSpace: gc.worker.minFreeSpace,
+                gcpolicy: gc.policies,
+            },
+            containerd: { enabled: false },
+        },
+        registry: registryMirrors(o.registryHost, o.pullThroughPrefixes),
+    };
+}
+
+export function renderBuildkitdToml(o: BuildkitdOptions): string {
+    return `# buildkitd for the ml-infra ${o.pool} pool (generated)\n${toToml(buildkitdConfig(o))}\n`;
+}

@@ -1,0 +1,100 @@
+/**
+ * Cross-field checks of the `build.runners` section (pure): CI sources,
+ * instance types per pool kind, volumes, AMIs, and that every target's pool
+ * exists. Runs once, when the stack config is loaded.
+ */
+import { type HardwareTarget, POOLS, type Pool } from "../../shared/hardware";
+import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "../../shared/instance-types";
+import type { Report } from "../../shared/problems";
+import { buildkitImageProblem } from "./buildkitd";
+import { MIN_VOLUME_GIB, type RunnersConfig, SOURCE_BUILD_MIN_VOLUME_GIB } from "./schema";
+
+function validTimeZone(zone: string): boolean {
+    try {
+        new Intl.DateTimeFormat("en-US", { timeZone: zone });
+        return true;
+    } catch {
+        return false;
+    }
+}
+
+/**
+ * Cross-field checks of `build.runners` against the targets the stack's
+ * images build and the pull-through rules the registry has. Reports each
+ * problem with its key path relative to the section.
+ */
+export function checkRunners(
+    runners: RunnersConfig,
+    targets: readonly HardwareTarget[],
+    pullThroughPrefixes: readonly string[],
+    report: Report,
+): void {
+    const { ciSources } = runners;
+    if (ciSources.securityGroupIds.length === 0 && ciSources.cidrs.length === 0) {
+        report(["ciSources"], "name at least one CI security group or CIDR: nothing else may reach the runners");
+    }
+    ciSources.cidrs.forEach((c, i) => {
+        if (c.endsWith("/0")) report(["ciSources", "cidrs", i], "must name the CI runners' addresses, not the whole internet");
+    });
+    if (runners.scaleToZeroSchedule && !validTimeZone(runners.scaleToZeroSchedule.timeZone)) {
+        report(["scaleToZeroSchedule", "timeZone"], "must be an IANA time zone such as Europe/Berlin or UTC");
+    }
+
+    for (const kind of POOLS) {
+        const pool = runners.pools[kind];
+        if (!pool) continue;
+        const at = ["pools", kind];
+        const seen = new Set<string>();
+        pool.instanceTypes.forEach((type, i) => {
+            if (seen.has(type)) report([...at, "instanceTypes", i], "instance type listed twice");
+            seen.add(type);
+            if (kind === "arm64" && !isGraviton(type)) {
+                report([...at, "instanceTypes", i], "the arm64 pool takes Graviton types only (c7g, c8g, m7g, r7g ...: a `g` after the generation digit)");
+            } else if (kind === "gpu" && !isNvidiaX86(type)) {
+                report([...at, "instanceTypes", i], `the gpu pool takes NVIDIA x86-64 types only; allowed families: ${NVIDIA_X86_FAMILIES.join(", ")}`);
+            } else if (kind === "amd64" && isGraviton(type)) {
+                report([...at, "instanceTypes", i], "the amd64 pool takes x86-64 types only; Graviton types belong to the arm64 pool");
+            }
+        });
+        if (pool.onDemandBaseCapacity > pool.maxSize) {
+            report([...at, "onDemandBaseCapacity"], `exceeds maxSize (${pool.maxSize})`);
+        }
+        if (pool.volumeGiB < MIN_VOLUME_GIB[kind]) {
+            report([...at, "volumeGiB"], `the ${kind} pool needs at least ${MIN_VOLUME_GIB[kind]} GiB (the AMI plus room for BuildKit)`);
+        }
+        const param = pool.amiParameter;
+        if (kind === "arm64" && !param.includes("arm64")) {
+            report([...at, "amiParameter"], "the arm64 pool needs an arm64 AMI parameter");
+        } else if (kind !== "arm64" && !param.includes("x86_64")) {
+            report([...at, "amiParameter"], `the ${kind} pool needs an x86_64 AMI parameter`);
+        }
+        if (kind === "gpu" && !/nvidia|gpu/.test(param)) {
+            report([...at, "amiParameter"], "the gpu pool needs a GPU AMI (NVIDIA driver), e.g. the Deep Learning Base OSS NVIDIA driver AMI");
+        }
+    }
+
+    const sourceBuilds = new Map<Pool, string[]>();
+    const users = new Map<Pool, string[]>();
+    for (const target of [...targets].sort((a, b) => a.name.localeCompare(b.name))) {
+        users.set(target.pool, [...(users.get(target.pool) ?? []), target.name]);
+        if (target.buildArgs.BUILD_FROM_SOURCE === "true") {
+            sourceBuilds.set(target.pool, [...(sourceBuilds.get(target.pool) ?? []), target.name]);
+        }
+    }
+    for (const [kind, names] of users) {
+        if (!runners.pools[kind]) {
+            report(["pools", kind], `is not configured, but target ${names.join(", ")} builds on it`);
+        }
+    }
+    for (const [kind, names] of sourceBuilds) {
+        const pool = runners.pools[kind];
+        if (pool && pool.volumeGiB < SOURCE_BUILD_MIN_VOLUME_GIB) {
+            report(
+                ["pools", kind, "volumeGiB"],
+                `target ${names.join(", ")} builds from source (BUILD_FROM_SOURCE=true) on this pool and needs at least ${SOURCE_BUILD_MIN_VOLUME_GIB} GiB`,
+            );
+        }
+    }
+    const imageProblem = buildkitImageProblem(runners.buildkitImage, pullThroughPrefixes);
+    if (imageProblem) report(["buildkitImage"], imageProblem);
+}

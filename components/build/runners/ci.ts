@@ -1,0 +1,88 @@
+/**
+ * What CI runs to use a pool (pure): the buildx builder names and the
+ * commands that raise a pool, wait for it, write its client certificate and
+ * create its remote-driver builder.
+ */
+import { type Pool, poolPlatform } from "../../shared/hardware";
+import { shellQuote } from "./shell";
+
+/** Name of the buildx builder CI creates for a pool (the TargetImage `builder`). */
+export function builderName(pool: Pool): string {
+    return `ml-${pool}`;
+}
+
+/** The multi-node builder: one amd64 node and one arm64 node. */
+export const MULTIARCH_BUILDER = "ml-multiarch";
+
+/** Where CI keeps a pool's client certificate files. */
+export function certDir(pool: Pool): string {
+    return `$HOME/.ml-infra/buildkit/${pool}`;
+}
+
+/** Shell commands that write a pool's CA, client certificate and key from the stack output. */
+export function certInstallCommands(o: { readonly pool: Pool; readonly stack: string; readonly output: string }): string[] {
+    const dir = certDir(o.pool);
+    const field = (key: string, file: string) =>
+        `pulumi stack output --stack ${shellQuote(o.stack)} --show-secrets --json ${shellQuote(o.output)} | jq -r ${shellQuote(`.${o.pool}.${key}`)} > "${dir}/${file}"`;
+    return [`install -d -m 0700 "${dir}"`, field("caCert", "ca.pem"), field("clientCert", "cert.pem"), `(umask 077; ${field("clientKey", "key.pem")})`];
+}
+
+export interface BuilderNode {
+    readonly pool: Pool;
+    /** `tcp://<nlb dns>:<port>` */
+    readonly endpoint: string;
+    /** TLS server name (the load balancer's DNS name). */
+    readonly serverName: string;
+}
+
+function driverOpts(node: BuilderNode): string {
+    const dir = certDir(node.pool);
+    return `"cacert=${dir}/ca.pem,cert=${dir}/cert.pem,key=${dir}/key.pem,servername=${node.serverName}"`;
+}
+
+/** Recreates one pool's builder (`ml-<pool>`) with the remote driver and mTLS. */
+export function buildxCreateCommands(node: BuilderNode): string[] {
+    const name = builderName(node.pool);
+    return [
+        `docker buildx rm ${name} >/dev/null 2>&1 || true`,
+        `docker buildx create --name ${name} --driver remote --platform ${poolPlatform(node.pool)} --driver-opt ${driverOpts(node)} ${node.endpoint}`,
+    ];
+}
+
+/** The multi-node builder: one node per pool (amd64 and arm64), each building its own platform natively. */
+export function multiNodeBuilderCommands(nodes: readonly BuilderNode[]): string[] {
+    if (nodes.length < 2) throw new Error("a multi-node builder needs at least two nodes");
+    const pools = nodes.map((n) => n.pool);
+    if (new Set(pools.map(poolPlatform)).size !== nodes.length) {
+        throw new Error(`multi-node builder nodes must build different platforms; got pools ${pools.join(", ")}`);
+    }
+    const commands = [`docker buildx rm ${MULTIARCH_BUILDER} >/dev/null 2>&1 || true`];
+    nodes.forEach((node, i) => {
+        const append = i === 0 ? "" : " --append";
+        commands.push(
+            `docker buildx create --name ${MULTIARCH_BUILDER}${append} --node ${MULTIARCH_BUILDER}-${node.pool} --driver remote --platform ${poolPlatform(node.pool)} --driver-opt ${driverOpts(node)} ${node.endpoint}`,
+        );
+    });
+    return commands;
+}
+
+/** Raises the pool to one instance unless it already has capacity (never scales a busy pool in). */
+export function scaleUpCommand(o: { readonly region: string; readonly autoScalingGroupName: string; readonly desired?: number }): string {
+    const desired = o.desired ?? 1;
+    const group = shellQuote(o.autoScalingGroupName);
+    const current = `aws autoscaling describe-auto-scaling-groups --region ${o.region} --auto-scaling-group-names ${group} --query 'AutoScalingGroups[0].DesiredCapacity' --output text`;
+    return `[ "$(${current})" -ge ${desired} ] || aws autoscaling set-desired-capacity --region ${o.region} --auto-scaling-group-name ${group} --desired-capacity ${desired}`;
+}
+
+/** Waits (up to `timeoutSeconds`, then fails) until the pool's target group has a healthy target. POSIX sh. */
+export function waitHealthyCommand(o: { readonly region: string; readonly targetGroupArn: string; readonly timeoutSeconds?: number }): string {
+    const timeout = o.timeoutSeconds ?? 1200;
+    const query = `length(TargetHealthDescriptions[?TargetHealth.State=='healthy'])`;
+    const healthy = `aws elbv2 describe-target-health --region ${o.region} --target-group-arn ${shellQuote(o.targetGroupArn)} --query "${query}" --output text`;
+    return (
+        `deadline=$(( $(date +%s) + ${timeout} )); ` +
+        `until [ "$(${healthy})" -ge 1 ] 2>/dev/null; do ` +
+        `[ "$(date +%s)" -lt "$deadline" ] || { echo "no healthy buildkitd target after ${timeout}s" >&2; exit 1; }; ` +
+        "sleep 15; done"
+    );
+}

@@ -1,0 +1,296 @@
+/**
+ * InferenceService: one service of the environment: task definition (awsvpc,
+ * EC2, runtimePlatform of the target, server pinned by digest, GPUs when the
+ * target needs them, model fetched from S3 by an init container, private
+ * sidecars), an ECS service on the target's capacity provider (private
+ * subnets, no public IP, circuit breaker with rollback), an internal ALB in
+ * front of the server's port only, security groups, log group, roles.
+ *
+ * Security-group rules are separate aws.vpc.SecurityGroupIngressRule /
+ * SecurityGroupEgressRule resources (never inline), so the policy pack sees
+ * every rule of the graph.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import type { HardwareTarget } from "../shared/hardware";
+import { assumeRolePolicy } from "../shared/iam";
+import { parseDigestRef, requireDigestRef } from "../shared/image-refs";
+import { privateLoadBalancer } from "../shared/private-load-balancer";
+import { dataResourceOptions } from "../shared/protection";
+import { buildContainerDefinitions, serialiseContainerDefinitions, taskVolumes } from "./container-definitions";
+import { deploymentPercents, ecsCpuArchitecture, peerSuffix } from "./ecs";
+import { hardwareKindOf } from "./hardware-kinds";
+import { type ClientsConfig, type LoadBalancerConfig, type ServiceFields, gpusFor } from "./schema";
+import type { ServingCluster } from "./serving-cluster";
+import { AWS_CLI_IMAGE, PLACEHOLDER_DIGEST_RE, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
+import { executionRolePolicy, taskRolePolicy } from "./task-iam";
+
+type Tags = Readonly<Record<string, string>>;
+
+export interface InferenceServiceArgs {
+    /** The environment's cluster; it must have capacity for the target's hardware kind. */
+    readonly cluster: ServingCluster;
+    /** The service's validated fields (config `serve.services[i]`). The component's name is the service name. */
+    readonly service: ServiceFields;
+    /** The service's resolved hardware target. */
+    readonly target: HardwareTarget;
+    /** The server image, `registry/repository@sha256:<digest>` (Environment's `ResolvedDeployment.ref`). Anything else fails the deployment. */
+    readonly image: pulumi.Input<string>;
+    /** Who may reach the load balancer (config `serve.clients`); at least one security group or CIDR, never /0. */
+    readonly clients: ClientsConfig;
+    /** Listener settings (config `serve.loadBalancer`; every field has a default). */
+    readonly loadBalancer: LoadBalancerConfig;
+    /** AWS region (awslogs and the SDKs inside the task). */
+    readonly region: string;
+    /** VPC of the load balancer and target group. Default: the cluster's. */
+    readonly vpcId?: pulumi.Input<string>;
+    /** Private subnets of the tasks and the load balancer. Default: the cluster's. */
+    readonly privateSubnetIds?: pulumi.Input<string[]>;
+    /** Wait for the deployment to reach a steady state (up to 45 minutes). Default true. */
+    readonly waitForSteadyState?: boolean;
+    /** Protect and retain the log group (config `ml-infra:protectData`; false in dev). Default true. */
+    readonly protectData?: boolean;
+    /** Tags put on every taggable resource. */
+    readonly tags: Tags;
+}
+
+export class InferenceService extends pulumi.ComponentResource {
+    public readonly service: aws.ecs.Service;
+    public readonly taskDefinition: aws.ecs.TaskDefinition;
+    public readonly loadBalancer: aws.lb.LoadBalancer;
+    public readonly targetGroup: aws.lb.TargetGroup;
+    public readonly taskSecurityGroup: aws.ec2.SecurityGroup;
+    public readonly loadBalancerSecurityGroup: aws.ec2.SecurityGroup;
+    public readonly logGroup: aws.cloudwatch.LogGroup;
+    public readonly taskRole: aws.iam.Role;
+    public readonly executionRole: aws.iam.Role;
+    /** The deterministic `containerDefinitions` text. */
+    public readonly containerDefinitions: pulumi.Output<string>;
+    /** `http(s)://<internal ALB DNS name>` */
+    public readonly url: pulumi.Output<string>;
+
+    constructor(name: string, args: InferenceServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("ml-infra:serve:InferenceService", name, {}, opts);
+        const { cluster, service, target, tags } = args;
+        const kind = hardwareKindOf(target);
+
+        // The config was checked when the program started; these are about how the args fit.
+        if (!cluster.hardware.includes(kind)) {
+            throw new pulumi.ResourceError(
+                `target "${target.name}" runs on ${kind} capacity, which cluster ${cluster.clusterName} does not have (it has: ${cluster.hardware.join(", ")})`,
+                this,
+            );
+        }
+        if (typeof args.image === "string" && !parseDigestRef(args.image)) {
+            throw new pulumi.ResourceError(`image ${JSON.stringify(args.image)} is not pinned by digest (registry/repository@sha256:<64 hex>)`, this);
+        }
+
+        const sidecars = service.sidecars.map(resolveSidecar);
+        const staticImages = [service.model.syncImage ?? AWS_CLI_IMAGE, ...sidecars.map((s) => s.image)];
+        for (const image of staticImages) {
+            if (PLACEHOLDER_DIGEST_RE.test(image)) {
+                pulumi.log.warn(`service ${name}: ${image} carries a placeholder digest; pin the real one (README, Serving: sidecars) before deploying`, this);
+            }
+        }
+
+        const partition = cluster.partition;
+        const vpcId = args.vpcId ?? cluster.vpcId;
+        const subnets = args.privateSubnetIds ?? cluster.privateSubnetIds;
+        const gpus = gpusFor(service, target);
+        const https = args.loadBalancer.certificateArn !== undefined;
+        const listenerPort = https ? 443 : 80;
+        const image = pulumi.output(args.image).apply((ref) => requireDigestRef(ref, `service ${name}`));
+
+        // ---- logs and roles
+        this.logGroup = new aws.cloudwatch.LogGroup(
+            `${name}-logs`,
+            { name: `/ecs/${cluster.clusterName}/${name}`, retentionInDays: service.logRetentionDays, tags },
+            { parent: this, ...dataResourceOptions(args.protectData ?? true) },
+        );
+        this.executionRole = new aws.iam.Role(
+            `${name}-execution`,
+            {
+                description: `ECS pulls images, writes logs and reads secrets for ${name}`,
+                assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
+                tags,
+            },
+            { parent: this },
+        );
+        this.taskRole = new aws.iam.Role(
+            `${name}-task`,
+            {
+                description: `containers of ${name}: read the model prefix only`,
+                assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
+                tags,
+            },
+            { parent: this },
+        );
+        const secrets = sidecars.flatMap((s) => Object.values(s.secrets));
+        const executionPolicy = new aws.iam.RolePolicy(
+            `${name}-execution-policy`,
+            {
+                role: this.executionRole.id,
+                policy: pulumi.all([image, this.logGroup.arn]).apply(([ref, logGroupArn]) =>
+                    JSON.stringify(executionRolePolicy({ partition, images: [ref, ...staticImages], logGroupArn, secrets })),
+                ),
+            },
+            { parent: this },
+        );
+        const shipsLogs = sidecars.some((s) => SIDECAR_CATALOGUE[s.kind].writesLogs);
+        const taskPolicy = new aws.iam.RolePolicy(
+            `${name}-task-policy`,
+            {
+                role: this.taskRole.id,
+                policy: this.logGroup.arn.apply((logGroupArn) =>
+                    JSON.stringify(
+                        taskRolePolicy({
+                            partition,
+                            model: service.model,
+                            logGroupArn: shipsLogs ? logGroupArn : undefined,
+                            execCommand: service.execCommand,
+                        }),
+                    ),
+                ),
+            },
+            { parent: this },
+        );
+
+        // ---- clients -> internal ALB (listener port) -> tasks (server port only)
+        const clientSources = [
+            ...[...new Set(args.clients.securityGroupIds)].map((peer) => ({ peer, description: "client security group", referencedSecurityGroupId: peer })),
+            ...[...new Set(args.clients.cidrs)].map((peer) => ({ peer, description: "client network", cidrIpv4: peer })),
+        ];
+        const front = privateLoadBalancer(this, {
+            vpcId,
+            listenerPort,
+            targetPort: service.port,
+            frontGroup: {
+                name: `${name}-alb-sg`,
+                description: `internal ALB of ${name}: listed clients on ${listenerPort}`,
+                tags: { ...tags, Name: `${cluster.clusterName}-${name}-alb` },
+            },
+            backGroup: {
+                name: `${name}-task-sg`,
+                description: `tasks of ${name}: the ALB on port ${service.port} only`,
+                tags: { ...tags, Name: `${cluster.clusterName}-${name}-tasks` },
+            },
+            sources: clientSources.map(({ peer, ...source }) => ({ name: `${name}-alb-in-${peerSuffix(peer)}`, tags, ...source })),
+            toTargets: { name: `${name}-alb-out-tasks`, description: "to the server port of the tasks", tags },
+            fromLoadBalancer: { name: `${name}-task-in-alb`, description: "the load balancer, server port only", tags },
+            targetEgress: { name: `${name}-task-out-https`, description: "S3 (model), CloudWatch, SSM over HTTPS", ipProtocol: "tcp", port: 443, cidrIpv4: "0.0.0.0/0", tags },
+            loadBalancer: {
+                name: `${name}-alb`,
+                args: { loadBalancerType: "application", subnets, idleTimeout: args.loadBalancer.idleTimeoutSeconds, dropInvalidHeaderFields: true, tags },
+            },
+        });
+        this.loadBalancerSecurityGroup = front.frontGroup;
+        this.taskSecurityGroup = front.backGroup;
+        this.loadBalancer = front.loadBalancer;
+        const taskSg = this.taskSecurityGroup.id;
+        this.targetGroup = new aws.lb.TargetGroup(
+            `${name}-tg`,
+            {
+                vpcId,
+                targetType: "ip",
+                protocol: "HTTP",
+                port: service.port,
+                // Short drain: a single-GPU service is down while its only task drains.
+                deregistrationDelay: 30,
+                healthCheck: {
+                    enabled: true,
+                    protocol: "HTTP",
+                    port: "traffic-port",
+                    path: service.healthPath,
+                    matcher: "200",
+                    interval: 15,
+                    timeout: 5,
+                    healthyThreshold: 2,
+                    unhealthyThreshold: 3,
+                },
+                tags,
+            },
+            { parent: this },
+        );
+        const listener = new aws.lb.Listener(
+            `${name}-listener`,
+            {
+                loadBalancerArn: this.loadBalancer.arn,
+                port: listenerPort,
+                protocol: https ? "HTTPS" : "HTTP",
+                certificateArn: args.loadBalancer.certificateArn,
+                sslPolicy: https ? args.loadBalancer.sslPolicy : undefined,
+                defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
+                tags,
+            },
+            { parent: this },
+        );
+
+        // ---- task definition
+        this.containerDefinitions = pulumi.all([image, this.logGroup.name]).apply(([ref, logGroupName]) =>
+            serialiseContainerDefinitions(
+                buildContainerDefinitions(service, { service: name, image: ref, gpus, logGroupName, region: args.region }),
+            ),
+        );
+        this.taskDefinition = new aws.ecs.TaskDefinition(
+            `${name}-definition`,
+            {
+                family: `${cluster.clusterName}-${name}`,
+                networkMode: "awsvpc",
+                requiresCompatibilities: ["EC2"],
+                runtimePlatform: { cpuArchitecture: target.runtime.cpuArchitecture, operatingSystemFamily: "LINUX" },
+                cpu: String(service.cpu),
+                memory: String(service.memory),
+                containerDefinitions: this.containerDefinitions,
+                volumes: taskVolumes(service).map((volume) => ({ name: volume })),
+                taskRoleArn: this.taskRole.arn,
+                executionRoleArn: this.executionRole.arn,
+                // Keep superseded revisions registered: the circuit breaker rolls back to them.
+                skipDestroy: true,
+                tags,
+            },
+            { parent: this, dependsOn: [executionPolicy, taskPolicy] },
+        );
+
+        // ---- service
+        const percents = deploymentPercents(kind, service.replicas);
+        const timeout = "45m";
+        this.service = new aws.ecs.Service(
+            `${name}-service`,
+            {
+                cluster: cluster.cluster.arn,
+                taskDefinition: this.taskDefinition.arn,
+                desiredCount: service.replicas,
+                capacityProviderStrategies: [{ capacityProvider: cluster.capacityProviderFor(kind), weight: 1, base: 0 }],
+                networkConfiguration: { subnets, securityGroups: [taskSg], assignPublicIp: false },
+                loadBalancers: [{ targetGroupArn: this.targetGroup.arn, containerName: SERVER_CONTAINER, containerPort: service.port }],
+                healthCheckGracePeriodSeconds: service.healthGracePeriodSeconds,
+                deploymentCircuitBreaker: { enable: true, rollback: true },
+                deploymentMinimumHealthyPercent: percents.minimumHealthyPercent,
+                deploymentMaximumPercent: percents.maximumPercent,
+                placementConstraints: [{ type: "memberOf", expression: `attribute:ecs.cpu-architecture == ${ecsCpuArchitecture(target)}` }],
+                orderedPlacementStrategies: [
+                    { type: "spread", field: "attribute:ecs.availability-zone" },
+                    { type: "binpack", field: "memory" },
+                ],
+                enableExecuteCommand: service.execCommand,
+                enableEcsManagedTags: true,
+                propagateTags: "SERVICE",
+                waitForSteadyState: args.waitForSteadyState ?? true,
+                tags,
+            },
+            {
+                parent: this,
+                dependsOn: [listener, cluster.clusterCapacityProviders],
+                customTimeouts: { create: timeout, update: timeout, delete: "20m" },
+            },
+        );
+
+        this.url = pulumi.interpolate`${https ? "https" : "http"}://${this.loadBalancer.dnsName}`;
+        this.registerOutputs({
+            url: this.url,
+            serviceName: this.service.name,
+            taskDefinitionArn: this.taskDefinition.arn,
+            logGroupName: this.logGroup.name,
+        });
+    }
+}

@@ -1,0 +1,236 @@
+/**
+ * The `serve` section (zod schemas and inferred types):
+ *
+ * - `serviceShape`: fields of one `serve.services[]` entry besides
+ *   name / image / target / ref (spread into the service schema);
+ * - `capacitySchema` (`serve.capacity`): Auto Scaling sizing per hardware kind;
+ * - `clientsSchema` (`serve.clients`): who may reach the internal load balancers;
+ * - `loadBalancerSchema` (`serve.loadBalancer`): listener settings.
+ *
+ * Every field's default is written next to it. Cross-field checks are in ./checks.
+ */
+import { z } from "zod";
+import type { HardwareTarget } from "../shared/hardware";
+import { parseDigestRef } from "../shared/image-refs";
+import { cidr, imageRef, instanceType, logRetentionDays, name, securityGroupId, strict, stringMap } from "../shared/schema";
+import { targetsSchema } from "../shared/target-config";
+import { type HardwareKind } from "./hardware-kinds";
+import { SIDECAR_KINDS } from "./sidecars";
+
+// ---------------------------------------------------------------- primitives
+
+/** An image reference pinned by digest and nothing else: registry/repository@sha256:<64 hex>. */
+const digestImage = imageRef.refine(
+    (ref) => parseDigestRef(ref) !== undefined,
+    "must be pinned by digest: <registry>/<repository>@sha256:<64 hex digits>, never a tag",
+);
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `valueFrom` of an ECS secret: a Secrets Manager secret (optionally :json-key::) or an SSM parameter ARN. */
+const secretRef = z
+    .string()
+    .regex(
+        /^arn:aws[a-z-]*:(secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+(:[A-Za-z0-9_.-]*){0,3}|ssm:[a-z0-9-]+:\d{12}:parameter\/[A-Za-z0-9/_.-]+)$/,
+        "must be a Secrets Manager secret ARN (optionally :<json-key>::) or an SSM parameter ARN",
+    );
+
+/** A relative S3 key path: segments of safe characters, no leading/trailing "/", no "." or "..", no wildcards. */
+const keyPath = (what: string) =>
+    z
+        .string()
+        .regex(/^[A-Za-z0-9!_.'()=-]+(\/[A-Za-z0-9!_.'()=-]+)*$/, `${what} must be an S3 key path without a leading or trailing "/" and without * or ?`)
+        .refine((p) => p.split("/").every((s) => s !== "." && s !== ".."), `${what} may not contain "." or ".." segments`);
+
+const absolutePath = z
+    .string()
+    .regex(/^\/[a-z0-9._-]+(\/[a-z0-9._-]+)*$/, 'must be an absolute directory path such as "/models"')
+    .refine((p) => !["/bin", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var", "/tmp"].some((d) => p === d || p.startsWith(`${d}/`)), "must not be a system directory");
+
+
+// ---------------------------------------------------------------- service fields
+
+/** One sidecar of a service (see SIDECAR_CATALOGUE for what each kind runs). */
+export const sidecarSchema = strict({
+    /** Which catalogue sidecar. Required. */
+    kind: z.enum(SIDECAR_KINDS),
+    /** Container name. Default: the kind. */
+    name: name("sidecar name").optional(),
+    /** Image, pinned by digest. Default: the catalogue's image. */
+    image: digestImage.optional(),
+    /** Port it binds on 127.0.0.1 (never exposed). Default: the catalogue's (metrics-exporter 13133, tensorboard 6006, minio 9000 + console 9001); model-sync and log-router take none. */
+    port: z.number().int().min(1024).max(65534).optional(),
+    /** CPU units. Default: the catalogue's (128 or 256). */
+    cpu: z.number().int().min(0).max(4096).optional(),
+    /** Hard memory limit, MiB. Default: the catalogue's (256 to 1024). */
+    memory: z.number().int().min(32).max(65536).optional(),
+    /** Extra environment. Default {}. */
+    environment: stringMap.default({}),
+    /** Environment variables injected from Secrets Manager / SSM: NAME -> ARN. Default {}. */
+    secrets: z.record(z.string().regex(ENV_NAME, "names are letters, digits and _"), secretRef).default({}),
+});
+export type SidecarConfig = z.infer<typeof sidecarSchema>;
+
+/** Where the model comes from: it is copied from S3 into a task volume before the server starts. */
+export const modelSchema = strict({
+    /** S3 bucket. Required. */
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name"),
+    /** Key prefix holding the model, without leading or trailing "/", e.g. "classifier/2026-11-01". Required. The task role can read this prefix only. */
+    prefix: keyPath("model prefix"),
+    /** File (relative to the prefix) the server loads; sets MODEL_PATH. Default: unset (the server gets MODEL_DIR only). */
+    file: keyPath("model file").optional(),
+    /** Directory the model is mounted at (read-only for the server). Default "/models". */
+    path: absolutePath.default("/models"),
+    /** KMS key the objects are encrypted with (SSE-KMS); the task role may decrypt through S3 only. Default: unset (SSE-S3). */
+    kmsKeyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/, "must be a KMS key ARN").optional(),
+    /** Image of the model-fetch init container, pinned by digest. Default: the catalogue's AWS CLI image. */
+    syncImage: digestImage.optional(),
+});
+
+/** Fields of `serve.services[]` besides name / image / target / ref. */
+export const serviceShape = {
+    /** Tasks to run. Default 1 (0 parks the service). */
+    replicas: z.number().int().min(0).max(100).default(1),
+    /** Port the server listens on (the only port the load balancer reaches). Default 8080. */
+    port: z.number().int().min(1).max(65535).default(8080),
+    /** Health check path, for the container and the load balancer. Default "/healthz". */
+    healthPath: z.string().regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/, 'must be a URL path starting with "/"').default("/healthz"),
+    /** Container health check command in ECS form (["CMD", ...] or ["CMD-SHELL", "..."]). Default: a python3 probe of 127.0.0.1:<port><healthPath>. */
+    healthCheckCommand: z
+        .array(z.string().min(1))
+        .min(2)
+        .refine((c) => c[0] === "CMD" || c[0] === "CMD-SHELL", 'must start with "CMD" or "CMD-SHELL"')
+        .optional(),
+    /** Seconds the container health check forgives after the server starts (model loading; ECS allows at most 300). Default 300. */
+    healthStartPeriodSeconds: z.number().int().min(0).max(300).default(300),
+    /** Seconds the service ignores load-balancer health checks after a task starts (model download and load). Default 900. */
+    healthGracePeriodSeconds: z.number().int().min(0).max(7200).default(900),
+    /** Path of the server's Prometheus metrics on its port (scraped by the metrics-exporter sidecar). Default "/metrics". */
+    metricsPath: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, 'must be a URL path starting with "/"').default("/metrics"),
+    /** Server environment (PORT, MODEL_DIR and MODEL_PATH are set from other fields). Default {}. */
+    environment: stringMap.default({}),
+    /** Sidecars from the catalogue. Default []. */
+    sidecars: z.array(sidecarSchema).max(8).default([]),
+    /** Model source. Required: models are never baked into images. */
+    model: modelSchema,
+    /** Task CPU units (1024 = 1 vCPU). Default 1024. */
+    cpu: z.number().int().min(256).max(196608).default(1024),
+    /** Task memory, MiB. Default 4096. */
+    memory: z.number().int().min(512).max(1_048_576).default(4096),
+    /** GPUs for the server. Default: 1 on a GPU target, 0 otherwise. */
+    gpus: z.number().int().min(0).max(16).optional(),
+    /** /dev/shm size, MiB (PyTorch DataLoader workers, NCCL). Default 1024. */
+    sharedMemoryMiB: z.number().int().min(64).max(524_288).default(1024),
+    /** Days CloudWatch keeps the service's logs. Default 30. */
+    logRetentionDays: logRetentionDays.default(30),
+    /** ECS Exec (shell and port forwarding to 127.0.0.1 sidecars through SSM). Default false. */
+    execCommand: z.boolean().default(false),
+} satisfies z.ZodRawShape;
+
+/** The fields above as one object (what InferenceService reads). */
+export const serviceFieldsSchema = strict(serviceShape);
+export type ServiceFields = z.infer<typeof serviceFieldsSchema>;
+
+/** GPUs the server gets: `gpus`, or 1 on a GPU target and 0 otherwise. */
+export function gpusFor(service: Pick<ServiceFields, "gpus">, target: HardwareTarget): number {
+    return service.gpus ?? (target.runtime.gpu ? 1 : 0);
+}
+
+// ---------------------------------------------------------------- capacity
+
+export const SPOT_ALLOCATION_STRATEGIES = [
+    "price-capacity-optimized",
+    "capacity-optimized",
+    "capacity-optimized-prioritized",
+    "lowest-price",
+] as const;
+
+
+interface CapacityDefaults {
+    readonly instanceTypes: readonly string[];
+    readonly maxSize: number;
+    readonly rootVolumeGiB: number;
+}
+
+/** Defaults per kind (instance types, max size, root volume). */
+export const CAPACITY_DEFAULTS: Readonly<Record<HardwareKind, CapacityDefaults>> = {
+    gpu: { instanceTypes: ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], maxSize: 2, rootVolumeGiB: 200 },
+    arm64: { instanceTypes: ["c7g.xlarge", "m7g.xlarge", "c6g.xlarge"], maxSize: 4, rootVolumeGiB: 60 },
+    cpu: { instanceTypes: ["c7i.xlarge", "m7i.xlarge", "c6i.xlarge"], maxSize: 4, rootVolumeGiB: 60 },
+};
+
+function capacityGroupSchema(defaults: CapacityDefaults) {
+    return strict({
+        /** Instance types the group may launch (the first is preferred with capacity-optimized-prioritized). Default: per kind, see CAPACITY_DEFAULTS. */
+        instanceTypes: z.array(instanceType("g5.xlarge")).min(1).max(20).default([...defaults.instanceTypes]),
+        /** Fewest instances. Default 0 (ECS managed scaling adds what tasks need). */
+        minSize: z.number().int().min(0).max(1000).default(0),
+        /** Most instances. Default: gpu 2, arm64 4, cpu 4. */
+        maxSize: z.number().int().min(0).max(1000).default(defaults.maxSize),
+        /** Instances that are always on-demand. Default 0. */
+        onDemandBaseCapacity: z.number().int().min(0).max(1000).default(0),
+        /** Percent on-demand above the base (0 = all spot, 100 = no spot). Default 100. */
+        onDemandPercentageAboveBaseCapacity: z.number().int().min(0).max(100).default(100),
+        /** How spot capacity is chosen. Default "price-capacity-optimized". */
+        spotAllocationStrategy: z.enum(SPOT_ALLOCATION_STRATEGIES).default("price-capacity-optimized"),
+        /** ECS managed scaling target utilisation, percent (100 = no spare instance). Default 100. */
+        targetCapacityPercent: z.number().int().min(1).max(100).default(100),
+        /** Root EBS volume (images, model volumes), GiB, gp3, encrypted. Default: gpu 200, arm64 60, cpu 60. */
+        rootVolumeGiB: z.number().int().min(30).max(16384).default(defaults.rootVolumeGiB),
+    }).prefault({});
+}
+
+/** `serve.capacity`: one Auto Scaling group per hardware kind the services use. */
+export const capacitySchema = strict({
+    gpu: capacityGroupSchema(CAPACITY_DEFAULTS.gpu),
+    arm64: capacityGroupSchema(CAPACITY_DEFAULTS.arm64),
+    cpu: capacityGroupSchema(CAPACITY_DEFAULTS.cpu),
+}).prefault({});
+export type CapacityConfig = z.infer<typeof capacitySchema>;
+export type CapacityGroupConfig = CapacityConfig[HardwareKind];
+
+/** `serve.clients`: who may reach the internal load balancers (on the listener port only). At least one entry is required. */
+export const clientsSchema = strict({
+    /** Client security groups. Default []. */
+    securityGroupIds: z.array(securityGroupId).default([]),
+    /** Client IPv4 CIDRs (0.0.0.0/0 is refused: the load balancers are internal). Default []. */
+    cidrs: z.array(cidr).default([]),
+}).prefault({});
+export type ClientsConfig = z.infer<typeof clientsSchema>;
+
+/** `serve.loadBalancer`: listener of every service's internal ALB. */
+export const loadBalancerSchema = strict({
+    /** ACM certificate: listen HTTPS on 443 with it. Default: unset (HTTP on 80). */
+    certificateArn: z.string().regex(/^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[0-9a-f-]{36}$/, "must be an ACM certificate ARN").optional(),
+    /** TLS policy of the HTTPS listener. Default "ELBSecurityPolicy-TLS13-1-2-2021-06". */
+    sslPolicy: z.string().regex(/^ELBSecurityPolicy-[A-Za-z0-9-]+$/, "must be an ELB security policy name").default("ELBSecurityPolicy-TLS13-1-2-2021-06"),
+    /** Idle timeout, seconds (long generations need more). Default 60. */
+    idleTimeoutSeconds: z.number().int().min(1).max(4000).default(60),
+}).prefault({});
+export type LoadBalancerConfig = z.infer<typeof loadBalancerSchema>;
+
+// ---------------------------------------------------------------- section
+
+/** One `serve.services[]` entry. */
+const serviceSchema = strict({
+    name: name("service name"),
+    image: name("image name"),
+    target: z.string(),
+    ref: z.string().optional(),
+    ...serviceShape,
+});
+
+/** `serve`: what an environment deploys and how it is sized and reached. */
+export const serveSchema = strict({
+    buildStack: z
+        .string()
+        .regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, "must be a stack name: [org/][project/]stack")
+        .optional(),
+    requirePinned: z.boolean().default(false),
+    targets: targetsSchema,
+    services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),
+    capacity: capacitySchema,
+    clients: clientsSchema,
+    loadBalancer: loadBalancerSchema,
+});
+export type ServeConfig = z.infer<typeof serveSchema>;

@@ -1,0 +1,56 @@
+/**
+ * The one problem format of the stack config. Every check reports a problem as
+ * a key path plus a message; `loadStackConfig` turns it into one line:
+ *
+ *   ml-infra:build.images[0].context = "..": <what is wrong and what is allowed>
+ *
+ * Sections check with key paths relative to themselves and `within` prefixes
+ * them, so every message names the full key the same way.
+ */
+import type { z } from "zod";
+
+/** One step of a key path: an object key or a list index. */
+export type Key = string | number;
+export type KeyPath = readonly Key[];
+
+/** Reports one problem at a key path (relative to what is being checked). */
+export type Report = (keys: KeyPath, message: string) => void;
+
+/** A reporter whose key paths are relative to `prefix`. */
+export function within(report: Report, prefix: KeyPath): Report {
+    return (keys, message) => report([...prefix, ...keys], message);
+}
+
+/** `build.images[0].context`: a key path as a user writes it, without the namespace. */
+export function keyPathText(keys: KeyPath): string {
+    let out = "";
+    keys.forEach((k, i) => {
+        if (typeof k === "number") out += `[${k}]`;
+        else out += i === 0 ? k : `.${k}`;
+    });
+    return out;
+}
+
+/** `<project>:build.images[0].context`: the full config key. */
+export function formatKeyPath(project: string, keys: KeyPath): string {
+    return `${project}:${keyPathText(keys)}`;
+}
+
+/** The problems a zod error holds, with key paths under `prefix` (unknown keys: one problem per key). */
+export function zodProblems(error: z.ZodError, prefix: KeyPath = []): Array<{ keys: KeyPath; message: string }> {
+    return error.issues.flatMap((issue) => {
+        const keys = [...prefix, ...issue.path.map((k) => (typeof k === "number" ? k : String(k)))];
+        if (issue.code === "unrecognized_keys") return issue.keys.map((k) => ({ keys: [...keys, k], message: issue.message }));
+        return [{ keys, message: issue.message }];
+    });
+}
+
+/** Thrown for bad stack config. Pulumi prints a RunError's message without a stack trace. */
+export class ConfigError extends Error {
+    /** Lets Pulumi's RunError.isInstance() recognise it without importing the SDK here. */
+    public readonly __pulumiRunError = true;
+    constructor(public readonly problems: readonly string[]) {
+        super(`Invalid stack configuration:\n  - ${problems.join("\n  - ")}`);
+        this.name = "ConfigError";
+    }
+}

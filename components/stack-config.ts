@@ -1,0 +1,171 @@
+/**
+ * The stack config: one schema composed of the sections' schemas, and its
+ * validation. Pure: it takes Pulumi's config map and a way to ask whether a
+ * path exists, and returns typed config with every target resolved, or throws
+ * one ConfigError that names every bad key, its value and what is allowed.
+ * It runs once, before any resource is registered; components trust what it
+ * returns.
+ */
+import { z } from "zod";
+import { checkBuild } from "./build/checks";
+import { type BuildConfig, buildSchema } from "./build/schema";
+import { checkLocal } from "./local/checks";
+import { type LocalConfig, localSchema } from "./local/schema";
+import { checkNetwork } from "./network/checks";
+import { type NetworkConfig, networkSchema } from "./network/schema";
+import { checkServe } from "./serve/checks";
+import { type ServeConfig, serveSchema } from "./serve/schema";
+import type { HardwareTarget } from "./shared/hardware";
+import { ConfigError, type KeyPath, type Report, formatKeyPath, within, zodProblems } from "./shared/problems";
+import { strict } from "./shared/schema";
+
+export { ConfigError };
+
+export const stackConfigSchema = strict({
+    costCenter: z.string().min(1).default("ml-platform"),
+    protectData: z.boolean().default(true),
+    buildSecrets: z
+        .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "build secret ids are lower-case letters, digits and _"), z.string().min(1, "must not be empty"))
+        .default({}),
+    network: networkSchema.optional(),
+    build: buildSchema.optional(),
+    serve: serveSchema.optional(),
+    local: localSchema.optional(),
+});
+
+export type RawStackConfig = z.infer<typeof stackConfigSchema>;
+
+/** Validated config with every target resolved. */
+export interface StackConfig {
+    readonly project: string;
+    readonly stack: string;
+    readonly costCenter: string;
+    /** Resources that hold data (image repositories, log groups) are protected and retained on delete. */
+    readonly protectData: boolean;
+    readonly network?: NetworkConfig;
+    readonly build?: BuildConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
+    readonly serve?: ServeConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
+    /** Docker on this machine: services run from this stack's own builds. */
+    readonly local?: LocalConfig;
+}
+
+export interface LoadOptions {
+    /** Pulumi project name: config keys are `<project>:<key>`. */
+    readonly project: string;
+    readonly stack: string;
+    /** Directory that build contexts are relative to (where Pulumi.yaml is). */
+    readonly projectRoot: string;
+    /** Is there a file or directory at this absolute path? */
+    readonly pathExists: (absolutePath: string) => boolean;
+    /** The stack's AWS region (`aws:region`), when known: network zones must be in it. */
+    readonly region?: string;
+}
+
+// ------------------------------------------------------------ error format
+
+function valueAt(root: unknown, keys: KeyPath): unknown {
+    let cur: unknown = root;
+    for (const k of keys) {
+        if (cur === null || typeof cur !== "object") return undefined;
+        cur = (cur as Record<PropertyKey, unknown>)[k];
+    }
+    return cur;
+}
+
+function show(value: unknown): string {
+    if (value === undefined) return "(missing)";
+    const text = JSON.stringify(value);
+    return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** Config keys whose values are secrets: errors name them but never show their values. */
+const SECRET_SECTIONS: readonly string[] = ["buildSecrets"];
+
+/** One problem line: the full key, the value found there and the message. */
+function problemLine(project: string, raw: unknown, keys: KeyPath, message: string): string {
+    const value = SECRET_SECTIONS.includes(String(keys[0])) ? "[secret]" : show(valueAt(raw, keys));
+    return `${formatKeyPath(project, keys)} = ${value}: ${message}`;
+}
+
+// ------------------------------------------------------------------ loading
+
+/**
+ * Turns Pulumi's flat config map (`{"ml-infra:build": "<json>"}`) into the
+ * object the schema checks. Structured values arrive as JSON text.
+ */
+export function configObject(project: string, all: Readonly<Record<string, string>>): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [key, text] of Object.entries(all)) {
+        if (!key.startsWith(`${project}:`)) continue;
+        out[key.slice(project.length + 1)] = parseConfigValue(text);
+    }
+    return out;
+}
+
+/** Objects arrive as JSON and booleans as "true"/"false" (as Config.getBoolean reads them); the rest stays text. */
+function parseConfigValue(text: string): unknown {
+    if (text === "true" || text === "false") return text === "true";
+    try {
+        const parsed: unknown = JSON.parse(text);
+        return typeof parsed === "object" && parsed !== null ? parsed : text;
+    } catch {
+        return text;
+    }
+}
+
+/** Validates the stack config; throws one ConfigError listing every problem. */
+export function loadStackConfig(all: Readonly<Record<string, string>>, options: LoadOptions): StackConfig {
+    const { project } = options;
+    const raw = configObject(project, all);
+    const parsed = stackConfigSchema.safeParse(raw);
+    if (!parsed.success) {
+        throw new ConfigError(zodProblems(parsed.error).map((p) => problemLine(project, raw, p.keys, p.message)));
+    }
+    const cfg = parsed.data;
+    const problems: string[] = [];
+    const report: Report = (keys, message) => problems.push(problemLine(project, raw, keys, message));
+
+    checkSections(cfg, report);
+    if (cfg.network) checkNetwork(cfg.network, within(report, ["network"]), options.region);
+    const context = { buildSecrets: cfg.buildSecrets, protectData: cfg.protectData, projectRoot: options.projectRoot, pathExists: options.pathExists };
+    const buildTargets = cfg.build ? checkBuild(cfg.build, context, within(report, ["build"])) : undefined;
+    const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"])) : undefined;
+    if (cfg.local) {
+        const built = new Set((cfg.build?.images ?? []).flatMap((i) => i.targets.map((t) => `${i.name}/${t}`)));
+        checkLocal(cfg.local, built, within(report, ["local"]));
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+    return {
+        project,
+        stack: options.stack,
+        costCenter: cfg.costCenter,
+        protectData: cfg.protectData,
+        network: cfg.network,
+        build: cfg.build && buildTargets ? { ...cfg.build, resolvedTargets: buildTargets } : undefined,
+        serve: cfg.serve && serveTargets ? { ...cfg.serve, resolvedTargets: serveTargets } : undefined,
+        local: cfg.local,
+    };
+}
+
+/** Which sections a stack may combine, and what each needs from the others. */
+function checkSections(cfg: RawStackConfig, report: Report): void {
+    if (!cfg.build && !cfg.serve && !cfg.local) {
+        report(["build"], "a stack needs a build section, a serve section or both");
+    }
+    if (cfg.local) {
+        if (!cfg.build?.localRegistry) report(["build", "localRegistry"], "the local section serves this stack's own builds: set build.localRegistry (e.g. 127.0.0.1:5000)");
+        if (cfg.serve) report(["serve"], "a local stack serves with Docker (the local section), not ECS; remove one of them");
+        if (cfg.network) report(["network"], "a local stack creates no AWS network; remove it");
+    }
+    if (cfg.serve && !cfg.network) {
+        report(["network"], "the serve section needs a network section: services run in its private subnets");
+    }
+    const net = cfg.network;
+    if (cfg.serve && net?.mode === "create" && net.natGateways === "none") {
+        const missing = (["ecs", "ecs-agent", "ecs-telemetry"] as const).filter((e) => !net.interfaceEndpoints.includes(e));
+        if (missing.length) report(["network", "interfaceEndpoints"], `without NAT, ECS container instances need the ${missing.join(", ")} endpoints; add them or set natGateways`);
+    }
+    if (cfg.build?.runners && !cfg.network) {
+        report(["network"], "build.runners needs a network section: runners live in private subnets");
+    }
+}
