@@ -22,7 +22,7 @@ import { deploymentPercents, ecsCpuArchitecture, peerSuffix } from "./ecs";
 import { hardwareKindOf } from "./hardware-kinds";
 import { type ClientsConfig, type LoadBalancerConfig, type ServiceFields, gpusFor } from "./schema";
 import type { ServingCluster } from "./serving-cluster";
-import { AWS_CLI_IMAGE, PLACEHOLDER_DIGEST_RE, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
+import { AWS_CLI_IMAGE, PLACEHOLDER_DIGEST_RE, type ResolvedSidecar, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
 import { executionRolePolicy, taskRolePolicy } from "./task-iam";
 
 type Tags = Readonly<Record<string, string>>;
@@ -93,8 +93,6 @@ export class InferenceService extends pulumi.ComponentResource {
             }
         }
 
-        const partition = cluster.partition;
-        const vpcId = args.vpcId ?? cluster.vpcId;
         const subnets = args.privateSubnetIds ?? cluster.privateSubnetIds;
         const gpus = gpusFor(service, target);
         const https = args.loadBalancer.certificateArn !== undefined;
@@ -102,128 +100,19 @@ export class InferenceService extends pulumi.ComponentResource {
         const image = pulumi.output(args.image).apply((ref) => requireDigestRef(ref, `service ${name}`));
 
         // ---- logs and roles
-        this.logGroup = new aws.cloudwatch.LogGroup(
-            `${name}-logs`,
-            { name: `/ecs/${cluster.clusterName}/${name}`, retentionInDays: service.logRetentionDays, tags },
-            { parent: this, ...dataResourceOptions(args.protectData ?? true) },
-        );
-        this.executionRole = new aws.iam.Role(
-            `${name}-execution`,
-            {
-                description: `ECS pulls images, writes logs and reads secrets for ${name}`,
-                assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
-                tags,
-            },
-            { parent: this },
-        );
-        this.taskRole = new aws.iam.Role(
-            `${name}-task`,
-            {
-                description: `containers of ${name}: read the model prefix only`,
-                assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
-                tags,
-            },
-            { parent: this },
-        );
-        const secrets = sidecars.flatMap((s) => Object.values(s.secrets));
-        const executionPolicy = new aws.iam.RolePolicy(
-            `${name}-execution-policy`,
-            {
-                role: this.executionRole.id,
-                policy: pulumi.all([image, this.logGroup.arn]).apply(([ref, logGroupArn]) =>
-                    JSON.stringify(executionRolePolicy({ partition, images: [ref, ...staticImages], logGroupArn, secrets })),
-                ),
-            },
-            { parent: this },
-        );
-        const shipsLogs = sidecars.some((s) => SIDECAR_CATALOGUE[s.kind].writesLogs);
-        const taskPolicy = new aws.iam.RolePolicy(
-            `${name}-task-policy`,
-            {
-                role: this.taskRole.id,
-                policy: this.logGroup.arn.apply((logGroupArn) =>
-                    JSON.stringify(
-                        taskRolePolicy({
-                            partition,
-                            model: service.model,
-                            logGroupArn: shipsLogs ? logGroupArn : undefined,
-                            execCommand: service.execCommand,
-                        }),
-                    ),
-                ),
-            },
-            { parent: this },
-        );
+        const identity = this.taskIdentity(name, args, image, sidecars, staticImages);
+        this.logGroup = identity.logGroup;
+        this.executionRole = identity.executionRole;
+        this.taskRole = identity.taskRole;
 
         // ---- clients -> internal ALB (listener port) -> tasks (server port only)
-        const clientSources = [
-            ...[...new Set(args.clients.securityGroupIds)].map((peer) => ({ peer, description: "client security group", referencedSecurityGroupId: peer })),
-            ...[...new Set(args.clients.cidrs)].map((peer) => ({ peer, description: "client network", cidrIpv4: peer })),
-        ];
-        const front = privateLoadBalancer(this, {
-            vpcId,
-            listenerPort,
-            targetPort: service.port,
-            frontGroup: {
-                name: `${name}-alb-sg`,
-                description: `internal ALB of ${name}: listed clients on ${listenerPort}`,
-                tags: { ...tags, Name: `${cluster.clusterName}-${name}-alb` },
-            },
-            backGroup: {
-                name: `${name}-task-sg`,
-                description: `tasks of ${name}: the ALB on port ${service.port} only`,
-                tags: { ...tags, Name: `${cluster.clusterName}-${name}-tasks` },
-            },
-            sources: clientSources.map(({ peer, ...source }) => ({ name: `${name}-alb-in-${peerSuffix(peer)}`, tags, ...source })),
-            toTargets: { name: `${name}-alb-out-tasks`, description: "to the server port of the tasks", tags },
-            fromLoadBalancer: { name: `${name}-task-in-alb`, description: "the load balancer, server port only", tags },
-            targetEgress: { name: `${name}-task-out-https`, description: "S3 (model), CloudWatch, SSM over HTTPS", ipProtocol: "tcp", port: 443, cidrIpv4: "0.0.0.0/0", tags },
-            loadBalancer: {
-                name: `${name}-alb`,
-                args: { loadBalancerType: "application", subnets, idleTimeout: args.loadBalancer.idleTimeoutSeconds, dropInvalidHeaderFields: true, tags },
-            },
-        });
-        this.loadBalancerSecurityGroup = front.frontGroup;
-        this.taskSecurityGroup = front.backGroup;
+        const front = this.frontDoor(name, args, listenerPort, https);
+        this.loadBalancerSecurityGroup = front.loadBalancerSecurityGroup;
+        this.taskSecurityGroup = front.taskSecurityGroup;
         this.loadBalancer = front.loadBalancer;
+        this.targetGroup = front.targetGroup;
+        const listener = front.listener;
         const taskSg = this.taskSecurityGroup.id;
-        this.targetGroup = new aws.lb.TargetGroup(
-            `${name}-tg`,
-            {
-                vpcId,
-                targetType: "ip",
-                protocol: "HTTP",
-                port: service.port,
-                // Short drain: a single-GPU service is down while its only task drains.
-                deregistrationDelay: 30,
-                healthCheck: {
-                    enabled: true,
-                    protocol: "HTTP",
-                    port: "traffic-port",
-                    path: service.healthPath,
-                    matcher: "200",
-                    interval: 15,
-                    timeout: 5,
-                    healthyThreshold: 2,
-                    unhealthyThreshold: 3,
-                },
-                tags,
-            },
-            { parent: this },
-        );
-        const listener = new aws.lb.Listener(
-            `${name}-listener`,
-            {
-                loadBalancerArn: this.loadBalancer.arn,
-                port: listenerPort,
-                protocol: https ? "HTTPS" : "HTTP",
-                certificateArn: args.loadBalancer.certificateArn,
-                sslPolicy: https ? args.loadBalancer.sslPolicy : undefined,
-                defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
-                tags,
-            },
-            { parent: this },
-        );
 
         // ---- task definition
         this.containerDefinitions = pulumi.all([image, this.logGroup.name]).apply(([ref, logGroupName]) =>
@@ -248,7 +137,7 @@ export class InferenceService extends pulumi.ComponentResource {
                 skipDestroy: true,
                 tags,
             },
-            { parent: this, dependsOn: [executionPolicy, taskPolicy] },
+            { parent: this, dependsOn: identity.policies },
         );
 
         // ---- service
@@ -292,5 +181,153 @@ export class InferenceService extends pulumi.ComponentResource {
             taskDefinitionArn: this.taskDefinition.arn,
             logGroupName: this.logGroup.name,
         });
+    }
+
+    /** The internal ALB in front of the server port: its security group, the tasks' group, target group and listener. */
+    private frontDoor(
+        name: string,
+        args: InferenceServiceArgs,
+        listenerPort: number,
+        https: boolean,
+    ): {
+        loadBalancerSecurityGroup: aws.ec2.SecurityGroup;
+        taskSecurityGroup: aws.ec2.SecurityGroup;
+        loadBalancer: aws.lb.LoadBalancer;
+        targetGroup: aws.lb.TargetGroup;
+        listener: aws.lb.Listener;
+    } {
+        const { cluster, service, tags } = args;
+        const vpcId = args.vpcId ?? cluster.vpcId;
+        const subnets = args.privateSubnetIds ?? cluster.privateSubnetIds;
+    const clientSources = [
+        ...[...new Set(args.clients.securityGroupIds)].map((peer) => ({ peer, description: "client security group", referencedSecurityGroupId: peer })),
+        ...[...new Set(args.clients.cidrs)].map((peer) => ({ peer, description: "client network", cidrIpv4: peer })),
+    ];
+    const front = privateLoadBalancer(this, {
+        vpcId,
+        listenerPort,
+        targetPort: service.port,
+        frontGroup: {
+            name: `${name}-alb-sg`,
+            description: `internal ALB of ${name}: listed clients on ${listenerPort}`,
+            tags: { ...tags, Name: `${cluster.clusterName}-${name}-alb` },
+        },
+        backGroup: {
+            name: `${name}-task-sg`,
+            description: `tasks of ${name}: the ALB on port ${service.port} only`,
+            tags: { ...tags, Name: `${cluster.clusterName}-${name}-tasks` },
+        },
+        sources: clientSources.map(({ peer, ...source }) => ({ name: `${name}-alb-in-${peerSuffix(peer)}`, tags, ...source })),
+        toTargets: { name: `${name}-alb-out-tasks`, description: "to the server port of the tasks", tags },
+        fromLoadBalancer: { name: `${name}-task-in-alb`, description: "the load balancer, server port only", tags },
+        targetEgress: { name: `${name}-task-out-https`, description: "S3 (model), CloudWatch, SSM over HTTPS", ipProtocol: "tcp", port: 443, cidrIpv4: "0.0.0.0/0", tags },
+        loadBalancer: {
+            name: `${name}-alb`,
+            args: { loadBalancerType: "application", subnets, idleTimeout: args.loadBalancer.idleTimeoutSeconds, dropInvalidHeaderFields: true, tags },
+        },
+    });
+    const targetGroup = new aws.lb.TargetGroup(
+        `${name}-tg`,
+        {
+            vpcId,
+            targetType: "ip",
+            protocol: "HTTP",
+            port: service.port,
+            // Short drain: a single-GPU service is down while its only task drains.
+            deregistrationDelay: 30,
+            healthCheck: {
+                enabled: true,
+                protocol: "HTTP",
+                port: "traffic-port",
+                path: service.healthPath,
+                matcher: "200",
+                interval: 15,
+                timeout: 5,
+                healthyThreshold: 2,
+                unhealthyThreshold: 3,
+            },
+            tags,
+        },
+        { parent: this },
+    );
+    const listener = new aws.lb.Listener(
+        `${name}-listener`,
+        {
+            loadBalancerArn: front.loadBalancer.arn,
+            port: listenerPort,
+            protocol: https ? "HTTPS" : "HTTP",
+            certificateArn: args.loadBalancer.certificateArn,
+            sslPolicy: https ? args.loadBalancer.sslPolicy : undefined,
+            defaultActions: [{ type: "forward", targetGroupArn: targetGroup.arn }],
+            tags,
+        },
+        { parent: this },
+    );
+        return { loadBalancerSecurityGroup: front.frontGroup, taskSecurityGroup: front.backGroup, loadBalancer: front.loadBalancer, targetGroup, listener };
+    }
+
+    /** The service's log group and its two roles: ECS's (pull, logs, secrets) and the containers' (model prefix, logs, exec). */
+    private taskIdentity(
+        name: string,
+        args: InferenceServiceArgs,
+        image: pulumi.Output<string>,
+        sidecars: readonly ResolvedSidecar[],
+        staticImages: readonly string[],
+    ): { logGroup: aws.cloudwatch.LogGroup; executionRole: aws.iam.Role; taskRole: aws.iam.Role; policies: aws.iam.RolePolicy[] } {
+        const { cluster, service, tags } = args;
+        const partition = cluster.partition;
+            const logGroup = new aws.cloudwatch.LogGroup(
+                `${name}-logs`,
+                { name: `/ecs/${cluster.clusterName}/${name}`, retentionInDays: service.logRetentionDays, tags },
+                { parent: this, ...dataResourceOptions(args.protectData ?? true) },
+            );
+            const executionRole = new aws.iam.Role(
+                `${name}-execution`,
+                {
+                    description: `ECS pulls images, writes logs and reads secrets for ${name}`,
+                    assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
+                    tags,
+                },
+                { parent: this },
+            );
+            const taskRole = new aws.iam.Role(
+                `${name}-task`,
+                {
+                    description: `containers of ${name}: read the model prefix only`,
+                    assumeRolePolicy: JSON.stringify(assumeRolePolicy("ecs-tasks.amazonaws.com")),
+                    tags,
+                },
+                { parent: this },
+            );
+            const secrets = sidecars.flatMap((s) => Object.values(s.secrets));
+            const executionPolicy = new aws.iam.RolePolicy(
+                `${name}-execution-policy`,
+                {
+                    role: executionRole.id,
+                    policy: pulumi.all([image, logGroup.arn]).apply(([ref, logGroupArn]) =>
+                        JSON.stringify(executionRolePolicy({ partition, images: [ref, ...staticImages], logGroupArn, secrets })),
+                    ),
+                },
+                { parent: this },
+            );
+            const shipsLogs = sidecars.some((s) => SIDECAR_CATALOGUE[s.kind].writesLogs);
+            const taskPolicy = new aws.iam.RolePolicy(
+                `${name}-task-policy`,
+                {
+                    role: taskRole.id,
+                    policy: logGroup.arn.apply((logGroupArn) =>
+                        JSON.stringify(
+                            taskRolePolicy({
+                                partition,
+                                model: service.model,
+                                logGroupArn: shipsLogs ? logGroupArn : undefined,
+                                execCommand: service.execCommand,
+                            }),
+                        ),
+                    ),
+                },
+                { parent: this },
+            );
+        return { logGroup, executionRole, taskRole, policies: [executionPolicy, taskPolicy] };
     }
 }

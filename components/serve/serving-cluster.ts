@@ -130,83 +130,9 @@ export class ServingCluster extends pulumi.ComponentResource {
         const capacityProviders: Partial<Record<HardwareKind, aws.ecs.CapacityProvider>> = {};
         const groups: Partial<Record<HardwareKind, aws.autoscaling.Group>> = {};
         for (const kind of hardware) {
-            const group = args.capacity[kind];
-            const spot = usesSpot(group);
-            const instanceName = `${clusterName}-${kind}`;
-            const launchTemplate = new aws.ec2.LaunchTemplate(
-                `${name}-${kind}-lt`,
-                {
-                    description: `ECS ${kind} instances of ${clusterName}`,
-                    imageId: ecsAmiImageId(kind),
-                    iamInstanceProfile: { arn: profile.arn },
-                    metadataOptions: IMDSV2_ONLY,
-                    networkInterfaces: privateNetworkInterfaces(this.instanceSecurityGroup.id),
-                    blockDeviceMappings: encryptedRootVolume({ deviceName: "/dev/xvda", sizeGiB: group.rootVolumeGiB }),
-                    monitoring: { enabled: true },
-                    userData: Buffer.from(ecsUserData(ecsAgentConfig(clusterName, kind, spot))).toString("base64"),
-                    updateDefaultVersion: true,
-                    tagSpecifications: ["instance", "volume", "network-interface"].map((resourceType) => ({
-                        resourceType,
-                        tags: { ...tags, Name: instanceName },
-                    })),
-                    tags,
-                },
-                { parent: this },
-            );
-            const asg = new aws.autoscaling.Group(
-                `${name}-${kind}-asg`,
-                {
-                    minSize: group.minSize,
-                    maxSize: group.maxSize,
-                    vpcZoneIdentifiers: args.privateSubnetIds,
-                    // Required by managed termination protection: ECS lifts it from instances without tasks.
-                    protectFromScaleIn: true,
-                    capacityRebalance: spot,
-                    healthCheckType: "EC2",
-                    defaultInstanceWarmup: 300,
-                    mixedInstancesPolicy: {
-                        instancesDistribution: {
-                            onDemandAllocationStrategy: "prioritized",
-                            onDemandBaseCapacity: group.onDemandBaseCapacity,
-                            onDemandPercentageAboveBaseCapacity: group.onDemandPercentageAboveBaseCapacity,
-                            spotAllocationStrategy: group.spotAllocationStrategy,
-                        },
-                        launchTemplate: {
-                            // $Latest: new instances get template changes; see the README (Serving) for rolling old ones.
-                            launchTemplateSpecification: { launchTemplateId: launchTemplate.id, version: "$Latest" },
-                            overrides: group.instanceTypes.map((instanceType) => ({ instanceType })),
-                        },
-                    },
-                    tags: [
-                        ...Object.entries({ ...tags, Name: instanceName }).map(([key, value]) => ({ key, value, propagateAtLaunch: true })),
-                        // Marks the group as managed by an ECS capacity provider.
-                        { key: "AmazonECSManaged", value: "", propagateAtLaunch: true },
-                    ],
-                },
-                // ECS managed scaling owns the desired capacity.
-                { parent: this, ignoreChanges: ["desiredCapacity"] },
-            );
-            groups[kind] = asg;
-            capacityProviders[kind] = new aws.ecs.CapacityProvider(
-                `${name}-${kind}`,
-                {
-                    name: capacityProviderName(clusterName, kind),
-                    autoScalingGroupProvider: {
-                        autoScalingGroupArn: asg.arn,
-                        managedTerminationProtection: "ENABLED",
-                        managedDraining: "ENABLED",
-                        managedScaling: {
-                            status: "ENABLED",
-                            targetCapacity: group.targetCapacityPercent,
-                            minimumScalingStepSize: 1,
-                            maximumScalingStepSize: kind === "gpu" ? 2 : 10,
-                            instanceWarmupPeriod: 300,
-                        },
-                    },
-                    tags,
-                },
-                { parent: this },
-            );
+            const capacity = this.capacityFor(name, kind, args, clusterName, profile.arn);
+            groups[kind] = capacity.autoScalingGroup;
+            capacityProviders[kind] = capacity.capacityProvider;
         }
         this.capacityProviders = capacityProviders;
         this.autoScalingGroups = groups;
@@ -224,6 +150,94 @@ export class ServingCluster extends pulumi.ComponentResource {
             clusterArn: this.cluster.arn,
             capacityProviders: Object.fromEntries(hardware.map((k) => [k, capacityProviderName(clusterName, k)])),
         });
+    }
+
+    /** One kind's launch template, Auto Scaling group (instances of the kind's ECS AMI) and capacity provider. */
+    private capacityFor(
+        name: string,
+        kind: HardwareKind,
+        args: ServingClusterArgs,
+        clusterName: string,
+        instanceProfileArn: pulumi.Output<string>,
+    ): { autoScalingGroup: aws.autoscaling.Group; capacityProvider: aws.ecs.CapacityProvider } {
+        const { tags } = args;
+        const group = args.capacity[kind];
+        const spot = usesSpot(group);
+        const instanceName = `${clusterName}-${kind}`;
+        const launchTemplate = new aws.ec2.LaunchTemplate(
+            `${name}-${kind}-lt`,
+            {
+                description: `ECS ${kind} instances of ${clusterName}`,
+                imageId: ecsAmiImageId(kind),
+                iamInstanceProfile: { arn: instanceProfileArn },
+                metadataOptions: IMDSV2_ONLY,
+                networkInterfaces: privateNetworkInterfaces(this.instanceSecurityGroup.id),
+                blockDeviceMappings: encryptedRootVolume({ deviceName: "/dev/xvda", sizeGiB: group.rootVolumeGiB }),
+                monitoring: { enabled: true },
+                userData: Buffer.from(ecsUserData(ecsAgentConfig(clusterName, kind, spot))).toString("base64"),
+                updateDefaultVersion: true,
+                tagSpecifications: ["instance", "volume", "network-interface"].map((resourceType) => ({
+                    resourceType,
+                    tags: { ...tags, Name: instanceName },
+                })),
+                tags,
+            },
+            { parent: this },
+        );
+        const asg = new aws.autoscaling.Group(
+            `${name}-${kind}-asg`,
+            {
+                minSize: group.minSize,
+                maxSize: group.maxSize,
+                vpcZoneIdentifiers: args.privateSubnetIds,
+                // Required by managed termination protection: ECS lifts it from instances without tasks.
+                protectFromScaleIn: true,
+                capacityRebalance: spot,
+                healthCheckType: "EC2",
+                defaultInstanceWarmup: 300,
+                mixedInstancesPolicy: {
+                    instancesDistribution: {
+                        onDemandAllocationStrategy: "prioritized",
+                        onDemandBaseCapacity: group.onDemandBaseCapacity,
+                        onDemandPercentageAboveBaseCapacity: group.onDemandPercentageAboveBaseCapacity,
+                        spotAllocationStrategy: group.spotAllocationStrategy,
+                    },
+                    launchTemplate: {
+                        // $Latest: new instances get template changes; see the README (Serving) for rolling old ones.
+                        launchTemplateSpecification: { launchTemplateId: launchTemplate.id, version: "$Latest" },
+                        overrides: group.instanceTypes.map((instanceType) => ({ instanceType })),
+                    },
+                },
+                tags: [
+                    ...Object.entries({ ...tags, Name: instanceName }).map(([key, value]) => ({ key, value, propagateAtLaunch: true })),
+                    // Marks the group as managed by an ECS capacity provider.
+                    { key: "AmazonECSManaged", value: "", propagateAtLaunch: true },
+                ],
+            },
+            // ECS managed scaling owns the desired capacity.
+            { parent: this, ignoreChanges: ["desiredCapacity"] },
+        );
+        const capacityProvider = new aws.ecs.CapacityProvider(
+            `${name}-${kind}`,
+            {
+                name: capacityProviderName(clusterName, kind),
+                autoScalingGroupProvider: {
+                    autoScalingGroupArn: asg.arn,
+                    managedTerminationProtection: "ENABLED",
+                    managedDraining: "ENABLED",
+                    managedScaling: {
+                        status: "ENABLED",
+                        targetCapacity: group.targetCapacityPercent,
+                        minimumScalingStepSize: 1,
+                        maximumScalingStepSize: kind === "gpu" ? 2 : 10,
+                        instanceWarmupPeriod: 300,
+                    },
+                },
+                tags,
+            },
+            { parent: this },
+        );
+        return { autoScalingGroup: asg, capacityProvider };
     }
 
     /** Name of the capacity provider for a kind; throws when this cluster has none. */

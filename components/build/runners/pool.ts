@@ -44,7 +44,7 @@ import {
 } from "./ci";
 import { cloudWatchAgentServerPolicyArn, ec2AssumeRolePolicy, runnerPolicy, ssmManagedInstanceCoreArn } from "./iam";
 import type { PoolConfig, RunnersConfig } from "./schema";
-import { runnerTls } from "./tls";
+import { type RunnerTls, runnerTls } from "./tls";
 
 // ------------------------------------------------------------ pure helpers
 
@@ -222,66 +222,9 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         );
 
         // ------------------------------------------------ the endpoint: CI -> NLB -> runners
-        const endpoint = privateLoadBalancer(this, {
-            vpcId: args.vpcId,
-            listenerPort: port,
-            targetPort: port,
-            frontGroup: { name: `${name}-lb-sg`, description: `BuildKit ${pool} endpoint: port ${port} from CI only`, tags: tagged("lb-sg") },
-            backGroup: { name: `${name}-sg`, description: `BuildKit ${pool} runners: port ${port} from the load balancer only`, tags: tagged("sg") },
-            sources: ciIngressSources(runners.ciSources).map((source) => ({
-                name: `${name}-lb-from-${source.key}`,
-                description: source.description,
-                cidrIpv4: source.cidrIpv4,
-                referencedSecurityGroupId: source.referencedSecurityGroupId,
-                tags: tagged("lb-from-ci"),
-            })),
-            toTargets: { name: `${name}-lb-to-runners`, description: "traffic and health checks to the runners", tags: tagged("lb-to-runners") },
-            fromLoadBalancer: { name: `${name}-from-lb`, description: "buildkitd from the load balancer only", tags: tagged("from-lb") },
-            targetEgress: {
-                name: `${name}-egress`,
-                ipProtocol: "-1",
-                cidrIpv4: "0.0.0.0/0",
-                description: "build steps fetch packages (via NAT); ECR, S3, SSM and logs go through the VPC endpoints",
-                tags: tagged("egress"),
-            },
-            loadBalancer: {
-                name: `${name}-nlb`,
-                args: {
-                    loadBalancerType: "network",
-                    subnets: args.privateSubnetIds,
-                    // One instance in one zone must be reachable through every zone's address.
-                    enableCrossZoneLoadBalancing: true,
-                    ipAddressType: "ipv4",
-                    tags: tagged("nlb"),
-                },
-            },
-        });
+        const endpoint = this.endpointParts(name, args, tagged);
         this.loadBalancer = endpoint.loadBalancer;
-        this.targetGroup = new aws.lb.TargetGroup(
-            `${name}-tg`,
-            {
-                port,
-                protocol: "TCP",
-                targetType: "instance",
-                vpcId: args.vpcId,
-                deregistrationDelay: 30,
-                healthCheck: { enabled: true, protocol: "TCP", port: "traffic-port", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
-                tags: tagged("tg"),
-            },
-            { parent: this },
-        );
-        new aws.lb.Listener(
-            `${name}-listener`,
-            {
-                loadBalancerArn: this.loadBalancer.arn,
-                port,
-                protocol: "TCP",
-                tcpIdleTimeoutSeconds: TCP_IDLE_TIMEOUT_SECONDS,
-                defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
-                tags: tagged("listener"),
-            },
-            { parent: this },
-        );
+        this.targetGroup = endpoint.targetGroup;
         const dnsName = this.loadBalancer.dnsName;
 
         // ------------------------------------------------------------- mutual TLS
@@ -307,87 +250,10 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         this.role = this.runnerRole(name, args, registry, logGroup.arn, serverKeyParam.arn, tagged);
         const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags: tagged("profile") }, { parent: this });
 
-        // ------------------------------------------------------- launch template
-        const userData = pulumi
-            .all([args.registryHost, certificates.caCertPem, certificates.serverCertPem, logGroup.name])
-            .apply(([registryHost, caCertPem, serverCertPem, logGroupName]) => {
-                const { region } = parseRegistryHost(registryHost);
-                const text = cloudInit({
-                    pool,
-                    port,
-                    volumeGiB: config.volumeGiB,
-                    maxParallelism: config.maxParallelism,
-                    registryHost,
-                    pullThroughPrefixes: args.pullThroughPrefixes,
-                    region,
-                    image: buildkitImageRef(runners.buildkitImage, registryHost, args.pullThroughPrefixes),
-                    serverKeyParameter: `${scope}/server-key`,
-                    caCertPem,
-                    serverCertPem,
-                    logGroupName,
-                });
-                return Buffer.from(text, "utf8").toString("base64");
-            });
-        this.launchTemplate = new aws.ec2.LaunchTemplate(
-            `${name}-lt`,
-            {
-                description: `BuildKit ${pool} runners (${name})`,
-                // Resolved at launch: a new AMI needs no template change.
-                imageId: `resolve:ssm:${config.amiParameter}`,
-                updateDefaultVersion: true,
-                metadataOptions: IMDSV2_ONLY,
-                networkInterfaces: privateNetworkInterfaces(endpoint.backGroup.id),
-                blockDeviceMappings: encryptedRootVolume({
-                    deviceName: ROOT_DEVICE,
-                    sizeGiB: config.volumeGiB,
-                    iops: config.volumeIops,
-                    throughputMiBps: config.volumeThroughputMiBps,
-                }),
-                iamInstanceProfile: { arn: profile.arn },
-                instanceInitiatedShutdownBehavior: "terminate",
-                monitoring: { enabled: false },
-                userData,
-                tagSpecifications: ["instance", "network-interface", "volume"].map((resourceType) => ({ resourceType, tags: tagged("runner") })),
-                tags: tagged("lt"),
-            },
-            { parent: this },
-        );
-
-        // ---------------------------------------------------------- Auto Scaling
-        this.autoScalingGroup = new aws.autoscaling.Group(
-            `${name}-asg`,
-            {
-                // A fixed name: CI's scale-up command and the alarm name it, and it must be unique per account and region.
-                name: `${pulumi.getProject()}-${pulumi.getStack()}-${name}`,
-                minSize: 0,
-                maxSize: config.maxSize,
-                vpcZoneIdentifiers: args.privateSubnetIds,
-                capacityRebalance: true,
-                mixedInstancesPolicy: {
-                    instancesDistribution: {
-                        onDemandBaseCapacity: config.onDemandBaseCapacity,
-                        onDemandPercentageAboveBaseCapacity: config.onDemandPercentageAboveBaseCapacity,
-                        onDemandAllocationStrategy: "lowest-price",
-                        spotAllocationStrategy: "price-capacity-optimized",
-                    },
-                    launchTemplate: {
-                        launchTemplateSpecification: { launchTemplateId: this.launchTemplate.id, version: "$Latest" },
-                        overrides: [...new Set(config.instanceTypes)].sort().map((instanceType) => ({ instanceType })),
-                    },
-                },
-                targetGroupArns: [this.targetGroup.arn],
-                healthCheckType: "ELB",
-                healthCheckGracePeriod: HEALTH_CHECK_GRACE_SECONDS,
-                enabledMetrics: ["GroupDesiredCapacity", "GroupInServiceInstances"],
-                metricsGranularity: "1Minute",
-                // Nothing to wait for at min 0; CI waits for a healthy target itself.
-                waitForCapacityTimeout: "0",
-                tags: asgTags(tagged("runner")),
-            },
-            // Desired capacity belongs to CI, the idle alarm and the schedule: a `pulumi up`
-            // in the middle of a build must not reset it (and kill the build).
-            { parent: this, ignoreChanges: ["desiredCapacity"] },
-        );
+        // ------------------------------------------- launch template and Auto Scaling group
+        const machines = this.machines(name, args, config, { certificates, logGroupName: logGroup.name, profileArn: profile.arn, securityGroupId: endpoint.runnerSecurityGroup.id, scope, tagged });
+        this.launchTemplate = machines.launchTemplate;
+        this.autoScalingGroup = machines.autoScalingGroup;
         const asgName = this.autoScalingGroup.name;
         this.scaleToZero(name, runners, config, asgName, tagged);
 
@@ -418,6 +284,174 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
             }));
 
         this.registerOutputs({ endpoint: this.endpoint, builder: this.builder, autoScalingGroupName: asgName });
+    }
+
+    /** The pool's endpoint: CI sources -> internal NLB (its security group) -> runners (theirs), target group and listener. */
+    private endpointParts(
+        name: string,
+        args: BuildRunnerPoolArgs,
+        tagged: (role: string) => Record<string, string>,
+    ): { loadBalancer: aws.lb.LoadBalancer; targetGroup: aws.lb.TargetGroup; runnerSecurityGroup: aws.ec2.SecurityGroup } {
+        const { pool, runners } = args;
+        const port = runners.port;
+    const endpoint = privateLoadBalancer(this, {
+        vpcId: args.vpcId,
+        listenerPort: port,
+        targetPort: port,
+        frontGroup: { name: `${name}-lb-sg`, description: `BuildKit ${pool} endpoint: port ${port} from CI only`, tags: tagged("lb-sg") },
+        backGroup: { name: `${name}-sg`, description: `BuildKit ${pool} runners: port ${port} from the load balancer only`, tags: tagged("sg") },
+        sources: ciIngressSources(runners.ciSources).map((source) => ({
+            name: `${name}-lb-from-${source.key}`,
+            description: source.description,
+            cidrIpv4: source.cidrIpv4,
+            referencedSecurityGroupId: source.referencedSecurityGroupId,
+            tags: tagged("lb-from-ci"),
+        })),
+        toTargets: { name: `${name}-lb-to-runners`, description: "traffic and health checks to the runners", tags: tagged("lb-to-runners") },
+        fromLoadBalancer: { name: `${name}-from-lb`, description: "buildkitd from the load balancer only", tags: tagged("from-lb") },
+        targetEgress: {
+            name: `${name}-egress`,
+            ipProtocol: "-1",
+            cidrIpv4: "0.0.0.0/0",
+            description: "build steps fetch packages (via NAT); ECR, S3, SSM and logs go through the VPC endpoints",
+            tags: tagged("egress"),
+        },
+        loadBalancer: {
+            name: `${name}-nlb`,
+            args: {
+                loadBalancerType: "network",
+                subnets: args.privateSubnetIds,
+                // One instance in one zone must be reachable through every zone's address.
+                enableCrossZoneLoadBalancing: true,
+                ipAddressType: "ipv4",
+                tags: tagged("nlb"),
+            },
+        },
+    });
+    const targetGroup = new aws.lb.TargetGroup(
+        `${name}-tg`,
+        {
+            port,
+            protocol: "TCP",
+            targetType: "instance",
+            vpcId: args.vpcId,
+            deregistrationDelay: 30,
+            healthCheck: { enabled: true, protocol: "TCP", port: "traffic-port", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
+            tags: tagged("tg"),
+        },
+        { parent: this },
+    );
+    new aws.lb.Listener(
+        `${name}-listener`,
+        {
+            loadBalancerArn: endpoint.loadBalancer.arn,
+            port,
+            protocol: "TCP",
+            tcpIdleTimeoutSeconds: TCP_IDLE_TIMEOUT_SECONDS,
+            defaultActions: [{ type: "forward", targetGroupArn: targetGroup.arn }],
+            tags: tagged("listener"),
+        },
+        { parent: this },
+    );
+        return { loadBalancer: endpoint.loadBalancer, targetGroup, runnerSecurityGroup: endpoint.backGroup };
+    }
+
+    /** The runners themselves: the launch template (cloud-init from ./boot) and the Auto Scaling group around it. */
+    private machines(
+        name: string,
+        args: BuildRunnerPoolArgs,
+        config: PoolConfig,
+        parts: {
+            readonly certificates: RunnerTls;
+            readonly logGroupName: pulumi.Output<string>;
+            readonly profileArn: pulumi.Output<string>;
+            readonly securityGroupId: pulumi.Output<string>;
+            readonly scope: string;
+            readonly tagged: (role: string) => Record<string, string>;
+        },
+    ): { launchTemplate: aws.ec2.LaunchTemplate; autoScalingGroup: aws.autoscaling.Group } {
+        const { pool, runners } = args;
+        const port = runners.port;
+    const userData = pulumi
+        .all([args.registryHost, parts.certificates.caCertPem, parts.certificates.serverCertPem, parts.logGroupName])
+        .apply(([registryHost, caCertPem, serverCertPem, logGroupName]) => {
+            const { region } = parseRegistryHost(registryHost);
+            const text = cloudInit({
+                pool,
+                port,
+                volumeGiB: config.volumeGiB,
+                maxParallelism: config.maxParallelism,
+                registryHost,
+                pullThroughPrefixes: args.pullThroughPrefixes,
+                region,
+                image: buildkitImageRef(runners.buildkitImage, registryHost, args.pullThroughPrefixes),
+                serverKeyParameter: `${parts.scope}/server-key`,
+                caCertPem,
+                serverCertPem,
+                logGroupName,
+            });
+            return Buffer.from(text, "utf8").toString("base64");
+        });
+    const launchTemplate = new aws.ec2.LaunchTemplate(
+        `${name}-lt`,
+        {
+            description: `BuildKit ${pool} runners (${name})`,
+            // Resolved at launch: a new AMI needs no template change.
+            imageId: `resolve:ssm:${config.amiParameter}`,
+            updateDefaultVersion: true,
+            metadataOptions: IMDSV2_ONLY,
+            networkInterfaces: privateNetworkInterfaces(parts.securityGroupId),
+            blockDeviceMappings: encryptedRootVolume({
+                deviceName: ROOT_DEVICE,
+                sizeGiB: config.volumeGiB,
+                iops: config.volumeIops,
+                throughputMiBps: config.volumeThroughputMiBps,
+            }),
+            iamInstanceProfile: { arn: parts.profileArn },
+            instanceInitiatedShutdownBehavior: "terminate",
+            monitoring: { enabled: false },
+            userData,
+            tagSpecifications: ["instance", "network-interface", "volume"].map((resourceType) => ({ resourceType, tags: parts.tagged("runner") })),
+            tags: parts.tagged("lt"),
+        },
+        { parent: this },
+    );
+
+    const autoScalingGroup = new aws.autoscaling.Group(
+        `${name}-asg`,
+        {
+            // A fixed name: CI's scale-up command and the alarm name it, and it must be unique per account and region.
+            name: `${pulumi.getProject()}-${pulumi.getStack()}-${name}`,
+            minSize: 0,
+            maxSize: config.maxSize,
+            vpcZoneIdentifiers: args.privateSubnetIds,
+            capacityRebalance: true,
+            mixedInstancesPolicy: {
+                instancesDistribution: {
+                    onDemandBaseCapacity: config.onDemandBaseCapacity,
+                    onDemandPercentageAboveBaseCapacity: config.onDemandPercentageAboveBaseCapacity,
+                    onDemandAllocationStrategy: "lowest-price",
+                    spotAllocationStrategy: "price-capacity-optimized",
+                },
+                launchTemplate: {
+                    launchTemplateSpecification: { launchTemplateId: launchTemplate.id, version: "$Latest" },
+                    overrides: [...new Set(config.instanceTypes)].sort().map((instanceType) => ({ instanceType })),
+                },
+            },
+            targetGroupArns: [this.targetGroup.arn],
+            healthCheckType: "ELB",
+            healthCheckGracePeriod: HEALTH_CHECK_GRACE_SECONDS,
+            enabledMetrics: ["GroupDesiredCapacity", "GroupInServiceInstances"],
+            metricsGranularity: "1Minute",
+            // Nothing to wait for at min 0; CI waits for a healthy target itself.
+            waitForCapacityTimeout: "0",
+            tags: asgTags(parts.tagged("runner")),
+        },
+        // Desired capacity belongs to CI, the idle alarm and the schedule: a `pulumi up`
+        // in the middle of a build must not reset it (and kill the build).
+        { parent: this, ignoreChanges: ["desiredCapacity"] },
+    );
+        return { launchTemplate, autoScalingGroup };
     }
 
     /** The pool's config; refuses args whose parts cannot fit together. */
