@@ -202,9 +202,9 @@ function runnerPools(build: NonNullable<typeof config.build>, registry: ImageReg
     );
 }
 
-function serveSection(serve: NonNullable<typeof config.serve>) {
+/** The environment's services on ECS (the config guarantees a serve section comes with a network). */
+function serveSection(serve: NonNullable<typeof config.serve>, network: PrivateNetwork) {
     const env = new Environment("env", { serve, targets: serve.resolvedTargets });
-    if (!network) throw new Error("the serve section needs a network section (ml-infra:network): services run in its private subnets");
     const cluster = new ServingCluster("serving", {
         hardware: hardwareKindsOf(serve.services.map((s) => serve.resolvedTargets[s.target])),
         capacity: serve.capacity,
@@ -249,4 +249,4 @@ export const local = config.local && built ? localSection(config.local, built) :
 /** The network runners and services live in. */
 export const vpc = network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined;
 /** Environment stacks: per service, the digest it deploys and where that digest came from. */
-export const deployments = config.serve ? serveSection(config.serve) : undefined;
+export const deployments = config.serve && network ? serveSection(config.serve, network) : undefined;

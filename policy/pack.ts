@@ -6,11 +6,20 @@
 import type { PolicyPackArgs, ReportViolation, ResourceValidationArgs, StackValidationArgs } from "@pulumi/policy";
 import { type PolicyResource, RESOURCE_POLICIES, STACK_POLICIES } from "./policies";
 
-const asResource = (r: { type: string; name: string; urn: string; props: Record<string, unknown> }): PolicyResource => ({
+interface EngineResource {
+    type: string;
+    name: string;
+    urn: string;
+    props: Record<string, unknown>;
+    propertyDependencies?: Record<string, Array<{ urn: string }>>;
+}
+
+const asResource = (r: EngineResource): PolicyResource => ({
     type: r.type,
     name: r.name,
     urn: r.urn,
     props: r.props,
+    propertyDependencies: Object.fromEntries(Object.entries(r.propertyDependencies ?? {}).map(([k, deps]) => [k, deps.map((d) => d.urn)])),
 });
 
 export function policyPackArgs(): PolicyPackArgs {

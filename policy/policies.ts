@@ -5,7 +5,7 @@
  * `pulumi preview --policy-pack policy`. Every policy is mandatory.
  */
 import { parseDigestRef } from "../components/shared/image-refs";
-import { SIDECAR_PORT_LABEL } from "../components/shared/labels";
+import { BINDS_LABEL, ROLE_LABEL, SIDECAR_PORT_LABEL } from "../components/shared/labels";
 import { iamDocumentProblems } from "./iam-grammar";
 
 export interface PolicyResource {
@@ -13,6 +13,8 @@ export interface PolicyResource {
     readonly name: string;
     readonly urn: string;
     readonly props: Record<string, unknown>;
+    /** Per input property, the URNs of the resources it was computed from (what links a service to its task definition). */
+    readonly propertyDependencies?: Readonly<Record<string, readonly string[]>>;
 }
 
 export interface Violation {
@@ -133,6 +135,8 @@ interface ContainerDef {
     name?: string;
     image?: string;
     essential?: boolean;
+    portMappings?: unknown[];
+    resourceRequirements?: Array<{ type?: string; value?: string }>;
     dockerLabels?: Record<string, string>;
 }
 
@@ -268,6 +272,74 @@ const noOpenIngress: ResourcePolicy = {
             .map((i) => `ingress ${i.from}-${i.to} is open to the internet (${i.cidrs.filter(isInternetWide).join(", ")})`),
 };
 
+
+const TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition";
+const ECS_SERVICE = "aws:ecs/service:Service";
+const LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer";
+
+const internalLoadBalancers: ResourcePolicy = {
+    name: "load-balancers-internal",
+    description: `Load balancers are internal unless tagged ${PUBLIC_TAG}=true on purpose.`,
+    check: (r) => {
+        if (r.type !== LOAD_BALANCER && r.type !== "aws:alb/loadBalancer:LoadBalancer") return [];
+        if (tagsOf(r)[PUBLIC_TAG] === "true") return [];
+        return truthy(r.props.internal) ? [] : ["load balancer is not internal"];
+    },
+};
+
+const sidecarsPrivate: ResourcePolicy = {
+    name: "ecs-sidecars-private",
+    description: "In a task definition only the server publishes a port: init and sidecar containers have no port mappings, are not essential and bind 127.0.0.1 only.",
+    check: (r) => {
+        const out: string[] = [];
+        const containers = containersOf(r);
+        const mapped = containers.filter((c) => list(c.portMappings).length > 0);
+        if (mapped.length > 1) out.push(`containers ${mapped.map((c) => str(c.name)).join(", ")} all have port mappings; only the server may`);
+        for (const c of containers) {
+            const role = c.dockerLabels?.[ROLE_LABEL];
+            if (role === "sidecar" || role === "init") {
+                if (list(c.portMappings).length > 0) out.push(`${role} ${str(c.name)} has port mappings`);
+                if (c.essential !== false) out.push(`${role} ${str(c.name)} is essential`);
+            }
+            for (const bind of (c.dockerLabels?.[BINDS_LABEL] ?? "").split(",").filter(Boolean)) {
+                if (!bind.startsWith("127.0.0.1:")) out.push(`container ${str(c.name)} binds ${bind}, not 127.0.0.1`);
+            }
+        }
+        return out;
+    },
+};
+
+const ecsServicePlacement: ResourcePolicy = {
+    name: "ecs-capacity-provider-strategy",
+    description: "ECS services run on the cluster's capacity providers (a strategy, never a launch type).",
+    check: (r) => {
+        if (r.type !== ECS_SERVICE) return [];
+        const out: string[] = [];
+        if (r.props.launchType !== undefined && r.props.launchType !== null) out.push("uses a launch type instead of a capacity provider strategy");
+        if (list(r.props.capacityProviderStrategies).length === 0) out.push("has no capacity provider strategy");
+        return out;
+    },
+};
+
+const noAllTrafficIngress: ResourcePolicy = {
+    name: "no-all-traffic-ingress",
+    description: "No ingress rule admits every protocol and port.",
+    check: (r) => {
+        const rules = r.type === "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule" ? [r.props] : [];
+        return rules.filter((p) => ["-1", "all"].includes(str(p.ipProtocol))).map(() => "ingress admits every protocol and port");
+    },
+};
+
+const standaloneRules: ResourcePolicy = {
+    name: "security-group-rules-standalone",
+    description: "Security-group rules are their own aws.vpc rule resources: never inline in a group (mixing both makes perpetual diffs) and never aws.ec2.SecurityGroupRule.",
+    check: (r) => {
+        if (r.type === "aws:ec2/securityGroupRule:SecurityGroupRule") return ["aws.ec2.SecurityGroupRule instead of an aws.vpc rule resource"];
+        if (r.type !== "aws:ec2/securityGroup:SecurityGroup") return [];
+        return (["ingress", "egress"] as const).filter((k) => list(r.props[k]).length > 0).map((k) => `inline ${k} rules`);
+    },
+};
+
 export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
     noPublicIp,
     imdsv2,
@@ -278,6 +350,11 @@ export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
     iamNoWildcards,
     iamGrammar,
     noOpenIngress,
+    internalLoadBalancers,
+    sidecarsPrivate,
+    ecsServicePlacement,
+    noAllTrafficIngress,
+    standaloneRules,
 ];
 
 // ------------------------------------------------------------------- stack
@@ -313,7 +390,66 @@ const noSidecarIngress: StackPolicy = {
     },
 };
 
-export const STACK_POLICIES: readonly StackPolicy[] = [noSidecarIngress];
+
+/** The resource a property of `r` was computed from, of the given type. */
+function dependencyOf(r: PolicyResource, property: string, type: string, byUrn: ReadonlyMap<string, PolicyResource>): PolicyResource | undefined {
+    for (const urn of r.propertyDependencies?.[property] ?? []) {
+        const d = byUrn.get(urn);
+        if (d?.type === type) return d;
+    }
+    return undefined;
+}
+
+const loadBalancedServer: StackPolicy = {
+    name: "ecs-load-balanced-server",
+    description: "The container an ECS service's load balancer reaches is the one container of its task definition with port mappings.",
+    check: (resources) => {
+        const byUrn = new Map(resources.map((r) => [r.urn, r]));
+        const out: Violation[] = [];
+        for (const service of resources.filter((r) => r.type === ECS_SERVICE)) {
+            const td = dependencyOf(service, "taskDefinition", TASK_DEFINITION, byUrn);
+            if (!td) continue;
+            const balanced = new Set(list(service.props.loadBalancers).filter(isObj).map((l) => str(l.containerName)));
+            for (const c of containersOf(td)) {
+                if (list(c.portMappings).length > 0 && !balanced.has(str(c.name))) {
+                    out.push({ policy: "ecs-load-balanced-server", resource: td.urn, message: `container ${str(c.name)} has port mappings but is not the load-balanced container` });
+                }
+            }
+        }
+        return out;
+    },
+};
+
+const capacityMatchesTask: StackPolicy = {
+    name: "ecs-capacity-matches-task",
+    description: "An ECS service runs on capacity whose AMI fits its task: the GPU AMI exactly when the task asks for a GPU, the arm64 AMI exactly when it is ARM64.",
+    check: (resources) => {
+        const byUrn = new Map(resources.map((r) => [r.urn, r]));
+        const providers = new Map(resources.filter((r) => r.type === "aws:ecs/capacityProvider:CapacityProvider").map((r) => [str(r.props.name), r]));
+        const out: Violation[] = [];
+        for (const service of resources.filter((r) => r.type === ECS_SERVICE)) {
+            const td = dependencyOf(service, "taskDefinition", TASK_DEFINITION, byUrn);
+            if (!td) continue;
+            const gpu = containersOf(td).some((c) => (c.resourceRequirements ?? []).some((q) => q.type === "GPU" && Number(q.value) >= 1));
+            const platform = td.props.runtimePlatform;
+            const arm = isObj(platform) && platform.cpuArchitecture === "ARM64";
+            for (const strategy of list(service.props.capacityProviderStrategies).filter(isObj)) {
+                const name = str(strategy.capacityProvider);
+                const provider = providers.get(name);
+                const group = provider && dependencyOf(provider, "autoScalingGroupProvider", "aws:autoscaling/group:Group", byUrn);
+                const template = group && dependencyOf(group, "mixedInstancesPolicy", LAUNCH_TEMPLATE, byUrn);
+                const ami = template ? str(template.props.imageId) : "";
+                if (ami === "") continue;
+                const say = (message: string) => out.push({ policy: "ecs-capacity-matches-task", resource: service.urn, message });
+                if (gpu !== ami.includes("/gpu/")) say(`${gpu ? "requests a GPU" : "needs no GPU"} but runs on ${name} (${ami})`);
+                else if (arm !== ami.includes("/arm64/")) say(`runtimePlatform ${arm ? "ARM64" : "X86_64"} but runs on ${name} (${ami})`);
+            }
+        }
+        return out;
+    },
+};
+
+export const STACK_POLICIES: readonly StackPolicy[] = [noSidecarIngress, loadBalancedServer, capacityMatchesTask];
 
 /** Runs every policy over a stack's resources. */
 export function runPolicies(resources: readonly PolicyResource[]): Violation[] {

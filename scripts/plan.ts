@@ -21,6 +21,7 @@ import {
     type ProgramLoader,
     type Registered,
     evaluate,
+    policyResourceOf,
     requireProgram,
     stackFileConfig,
     stackNames,
@@ -95,7 +96,7 @@ export async function plan(stack: string, configFile?: string, load: ProgramLoad
         retainOnDelete: r.retainOnDelete,
         customTimeouts: r.customTimeouts,
     }));
-    const policyInput: PolicyResource[] = ev.resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.inputs }));
+    const policyInput: PolicyResource[] = ev.resources.map(policyResourceOf);
     return { stack, resources, outputs: ev.outputs, violations: runPolicies(policyInput) };
 }
 

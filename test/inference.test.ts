@@ -23,6 +23,7 @@ import {
     REGISTRY_HOST,
     type Registered,
     evaluate,
+    policyResourceOf,
     runUnderMocks,
     stackFileConfig,
     stackNames,
@@ -235,78 +236,10 @@ function launchTemplateOf(ev: Evaluation, capacityProvider: string): Registered 
     return ev.ofType(T.launchTemplate).find((r) => mockId(r) === spec?.launchTemplateId);
 }
 
-/**
- * Invariants every serving graph must hold. Returns one line per violation
- * (empty when the graph is sound).
- */
-function servingGraphProblems(ev: Evaluation): string[] {
-    const problems: string[] = [];
-    const services = ev.ofType(T.service);
-    const taskDefinitions = ev.ofType(T.taskDefinition);
-    const sidecarPorts = new Map<number, string>();
-
-    for (const td of taskDefinitions) {
-        const service = services.find((s) => inputs<ServiceInputs>(s).taskDefinition === mockArn(td));
-        const balanced = new Set((service ? inputs<ServiceInputs>(service).loadBalancers ?? [] : []).map((l) => l.containerName));
-        for (const c of containersOf(td)) {
-            const at = `${td.name}/${c.name}`;
-            if (!c.image.includes("@sha256:")) problems.push(`${at}: image ${c.image} is not pinned by digest`);
-            if (c.portMappings.length > 0 && !balanced.has(c.name)) problems.push(`${at}: has port mappings but is not the load-balanced container`);
-            if (!balanced.has(c.name) && c.essential) problems.push(`${at}: a sidecar is essential`);
-            for (const bind of (c.dockerLabels?.[BINDS_LABEL] ?? "").split(",").filter(Boolean)) {
-                if (!bind.startsWith("127.0.0.1:")) problems.push(`${at}: binds ${bind}, not 127.0.0.1`);
-                sidecarPorts.set(Number(bind.split(":")[1]), at);
-            }
-        }
-    }
-
-    for (const rule of ev.ofType(T.ingress)) {
-        const r = inputs<RuleInputs>(rule);
-        if (r.ipProtocol === "-1" || r.ipProtocol === "all") problems.push(`${rule.name}: admits every protocol and port`);
-        if (r.cidrIpv4 === "0.0.0.0/0" || r.cidrIpv6 === "::/0") problems.push(`${rule.name}: admits the whole internet`);
-        for (const [port, owner] of sidecarPorts) {
-            if (r.fromPort !== undefined && r.toPort !== undefined && r.fromPort <= port && port <= r.toPort) {
-                problems.push(`${rule.name}: admits port ${port} of sidecar ${owner}`);
-            }
-        }
-    }
-    for (const sg of ev.ofType(T.securityGroup)) {
-        if (Array.isArray(sg.inputs.ingress) && sg.inputs.ingress.length > 0) problems.push(`${sg.name}: inline ingress rules`);
-    }
-    for (const rule of ev.ofType(T.inlineRule)) problems.push(`${rule.name}: aws.ec2.SecurityGroupRule instead of a vpc rule resource`);
-
-    for (const lb of ev.ofType(T.loadBalancer)) if (lb.inputs.internal !== true) problems.push(`${lb.name}: load balancer is not internal`);
-    for (const lt of ev.ofType(T.launchTemplate)) {
-        const nics = (lt.inputs.networkInterfaces as Array<{ associatePublicIpAddress?: string }> | undefined) ?? [];
-        if (nics.length === 0 || nics.some((n) => n.associatePublicIpAddress !== "false")) problems.push(`${lt.name}: instances may get a public IP`);
-    }
-
-    for (const service of services) {
-        const s = inputs<ServiceInputs>(service);
-        if (s.networkConfiguration?.assignPublicIp !== false) problems.push(`${service.name}: tasks may get a public IP`);
-        if (s.launchType !== undefined) problems.push(`${service.name}: uses a launch type instead of a capacity provider strategy`);
-        const strategy = s.capacityProviderStrategies ?? [];
-        if (strategy.length === 0) problems.push(`${service.name}: no capacity provider strategy`);
-        const td = taskDefinitions.find((t) => mockArn(t) === s.taskDefinition);
-        if (!td) {
-            problems.push(`${service.name}: its task definition is not in the graph`);
-            continue;
-        }
-        const gpu = containersOf(td).some((c) => (c.resourceRequirements ?? []).some((r) => r.type === "GPU" && Number(r.value) >= 1));
-        const arch = (td.inputs.runtimePlatform as { cpuArchitecture?: string } | undefined)?.cpuArchitecture;
-        for (const { capacityProvider } of strategy) {
-            const ami = String(launchTemplateOf(ev, capacityProvider)?.inputs.imageId ?? "");
-            if (ami === "") problems.push(`${service.name}: capacity provider ${capacityProvider} has no launch template in the graph`);
-            else if (gpu !== ami.includes("/gpu/")) problems.push(`${service.name}: ${gpu ? "requests a GPU" : "needs no GPU"} but runs on ${capacityProvider} (${ami})`);
-            else if ((arch === "ARM64") !== ami.includes("/arm64/")) problems.push(`${service.name}: runtimePlatform ${arch} but runs on ${capacityProvider} (${ami})`);
-        }
-    }
-    return problems;
-}
 
 /** The house policy pack (policy/policies.ts) over an evaluation's resources. */
 function policyViolations(e: Evaluation): string[] {
-    return runPolicies(e.resources.map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.inputs }))).map((v) => `[${v.policy}] ${v.resource}: ${v.message}`);
+    return runPolicies(e.resources.map(policyResourceOf)).map((v) => `[${v.policy}] ${v.resource}: ${v.message}`);
 }
 
 /** A copy of an evaluation with one resource's inputs changed. */
@@ -328,11 +261,7 @@ beforeAll(async () => {
 });
 
 describe("a serving graph with a GPU, a Graviton and an x86 service", () => {
-    it("holds every serving invariant", () => {
-        expect(servingGraphProblems(ev)).toEqual([]);
-    });
-
-    it("passes the house policy pack", () => {
+    it("passes the house policy pack (every serving invariant)", () => {
         expect(policyViolations(ev)).toEqual([]);
     });
 
@@ -380,7 +309,7 @@ describe("a serving graph with a GPU, a Graviton and an x86 service", () => {
     });
 });
 
-describe("the graph check itself", () => {
+describe("the policy pack catches a serving graph gone wrong", () => {
     const gpu = CASES[0];
     const td = `${serviceName(gpu)}-definition`;
     const edit = (change: (containers: ContainerJson[]) => void) => (i: Record<string, unknown>) => {
@@ -390,20 +319,24 @@ describe("the graph check itself", () => {
     };
 
     it.each([
-        ["a rule admitting a sidecar port", T.ingress, `${serviceName(gpu)}-task-in-alb`, (i: Record<string, unknown>) => Object.assign(i, { fromPort: 6000, toPort: 7000 }), /admits port 6006 of sidecar/],
-        ["a rule admitting 0.0.0.0/0", T.ingress, `${serviceName(gpu)}-alb-in-${peerSuffix(CLIENT_CIDR)}`, (i: Record<string, unknown>) => Object.assign(i, { cidrIpv4: "0.0.0.0/0" }), /whole internet/],
-        ["a rule admitting all traffic", T.ingress, `${serviceName(gpu)}-task-in-alb`, (i: Record<string, unknown>) => Object.assign(i, { ipProtocol: "-1" }), /every protocol/],
-        ["a sidecar with a port mapping", T.taskDefinition, td, edit((l) => (l[2].portMappings = [{ containerPort: 6006 }])), /has port mappings but is not the load-balanced container/],
-        ["an image by tag", T.taskDefinition, td, edit((l) => (l[0].image = `${REGISTRY_HOST}/ml/inference:latest`)), /not pinned by digest/],
-        ["a GPU task on CPU capacity", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /requests a GPU but runs on ml-infra-dev-cpu/],
-        ["an arm64 task on x86 capacity", T.service, `${serviceName(CASES[1])}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /runtimePlatform ARM64 but runs on ml-infra-dev-cpu/],
-        ["a public task IP", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { networkConfiguration: { assignPublicIp: true } }), /tasks may get a public IP/],
-        ["a launch type", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { launchType: "EC2" }), /launch type/],
-        ["a public instance IP", T.launchTemplate, "serving-gpu-lt", (i: Record<string, unknown>) => Object.assign(i, { networkInterfaces: [{ associatePublicIpAddress: "true" }] }), /public IP/],
-        ["an internet-facing load balancer", T.loadBalancer, `${serviceName(gpu)}-alb`, (i: Record<string, unknown>) => Object.assign(i, { internal: false }), /not internal/],
+        ["a rule admitting a sidecar port", T.ingress, `${serviceName(gpu)}-task-in-alb`, (i: Record<string, unknown>) => Object.assign(i, { fromPort: 6000, toPort: 7000 }), /no-sidecar-port-ingress.*admits port 6006 of sidecar/],
+        ["a rule admitting 0.0.0.0/0", T.ingress, `${serviceName(gpu)}-alb-in-${peerSuffix(CLIENT_CIDR)}`, (i: Record<string, unknown>) => Object.assign(i, { cidrIpv4: "0.0.0.0/0" }), /no-open-ingress.*open to the internet/],
+        ["a rule admitting all traffic", T.ingress, `${serviceName(gpu)}-task-in-alb`, (i: Record<string, unknown>) => Object.assign(i, { ipProtocol: "-1" }), /no-all-traffic-ingress.*every protocol/],
+        ["a sidecar with a port mapping", T.taskDefinition, td, edit((l) => (l[2].portMappings = [{ containerPort: 6006 }])), /ecs-sidecars-private.*sidecar .* has port mappings/],
+        ["an essential sidecar", T.taskDefinition, td, edit((l) => (l[2].essential = true)), /ecs-sidecars-private.*sidecar .* is essential/],
+        ["a sidecar bound to every interface", T.taskDefinition, td, edit((l) => (l[2].dockerLabels = { ...l[2].dockerLabels, [BINDS_LABEL]: "0.0.0.0:6006" })), /ecs-sidecars-private.*binds 0\.0\.0\.0:6006, not 127\.0\.0\.1/],
+        ["a load balancer reaching a sidecar", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { loadBalancers: [{ containerName: "tensorboard", containerPort: 6006 }] }), /ecs-load-balanced-server.*container server has port mappings but is not the load-balanced container/],
+        ["an inline ingress rule", T.securityGroup, `${serviceName(gpu)}-alb-sg`, (i: Record<string, unknown>) => Object.assign(i, { ingress: [{ protocol: "tcp", fromPort: 80, toPort: 80, cidrBlocks: [CLIENT_CIDR] }] }), /security-group-rules-standalone.*inline ingress/],
+        ["an image by tag", T.taskDefinition, td, edit((l) => (l[0].image = `${REGISTRY_HOST}/ml/inference:latest`)), /ecs-images-pinned.*not a digest reference/],
+        ["a GPU task on CPU capacity", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /ecs-capacity-matches-task.*requests a GPU but runs on ml-infra-dev-cpu/],
+        ["an arm64 task on x86 capacity", T.service, `${serviceName(CASES[1])}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /ecs-capacity-matches-task.*runtimePlatform ARM64 but runs on ml-infra-dev-cpu/],
+        ["a public task IP", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { networkConfiguration: { assignPublicIp: true } }), /no-public-ip.*assigns public IPs/],
+        ["a launch type", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { launchType: "EC2" }), /ecs-capacity-provider-strategy.*launch type/],
+        ["a public instance IP", T.launchTemplate, "serving-gpu-lt", (i: Record<string, unknown>) => Object.assign(i, { networkInterfaces: [{ associatePublicIpAddress: "true" }] }), /no-public-ip.*public IP/],
+        ["an internet-facing load balancer", T.loadBalancer, `${serviceName(gpu)}-alb`, (i: Record<string, unknown>) => Object.assign(i, { internal: false }), /load-balancers-internal.*not internal/],
     ])("catches %s", (_what, type, name, change, message) => {
-        expect(servingGraphProblems(ev)).toEqual([]);
-        const problems = servingGraphProblems(mutated(ev, type, name, change));
+        expect(policyViolations(ev)).toEqual([]);
+        const problems = policyViolations(mutated(ev, type, name, change));
         expect(problems.some((p) => message.test(p)), problems.join("\n")).toBe(true);
     });
 });
@@ -515,7 +448,7 @@ describe("ServingCluster", () => {
     it("creates capacity only for the kinds its services need", async () => {
         const cpuOnly = await deploy([CASES[2]]);
         expect(cpuOnly.ofType(T.asg).map((r) => r.name)).toEqual(["serving-cpu-asg"]);
-        expect(servingGraphProblems(cpuOnly)).toEqual([]);
+        expect(policyViolations(cpuOnly)).toEqual([]);
     });
 
     it.each(["gpu", "arm64", "cpu"] as const)("manages the %s group with ECS: scaling, termination protection, draining", (kind) => {
@@ -723,7 +656,6 @@ describe("every environment stack", () => {
         const stackEv = await evaluate(stack, { buildOutputs: buildOutputsFor(stack) });
         const serve = stackFileConfig(stack)["ml-infra:serve"] as { services: Array<{ name: string }> };
         expect(stackEv.ofType(T.inferenceService).map((r) => r.name).sort()).toEqual(serve.services.map((s) => s.name).sort());
-        expect(servingGraphProblems(stackEv)).toEqual([]);
         expect(policyViolations(stackEv)).toEqual([]);
     });
 });

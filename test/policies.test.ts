@@ -2,7 +2,8 @@
 import { describe, expect, it } from "vitest";
 import type { ResourceValidationPolicy, StackValidationPolicy } from "@pulumi/policy";
 import { policyPackArgs } from "../policy/pack";
-import { type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
+import { BINDS_LABEL, ROLE_LABEL } from "../components/shared/labels";
+import { PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
 import { DIGEST_A } from "./fixtures";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -129,6 +130,48 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
             res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "-1", cidrBlocks: ["10.0.0.0/8"], ipv6CidrBlocks: ["::/0"] }),
         ],
     },
+    {
+        policy: "load-balancers-internal",
+        pass: [res("aws:lb/loadBalancer:LoadBalancer", { internal: true }), res("aws:lb/loadBalancer:LoadBalancer", { internal: false, tags: { [PUBLIC_TAG]: "true" } })],
+        fail: [res("aws:lb/loadBalancer:LoadBalancer", { internal: false }), res("aws:lb/loadBalancer:LoadBalancer", {})],
+    },
+    {
+        policy: "ecs-sidecars-private",
+        pass: [
+            taskDef([
+                { name: "server", essential: true, portMappings: [{ containerPort: 8080 }], dockerLabels: { [ROLE_LABEL]: "server" } },
+                { name: "tb", essential: false, portMappings: [], dockerLabels: { [ROLE_LABEL]: "sidecar", [BINDS_LABEL]: "127.0.0.1:6006" } },
+            ]),
+        ],
+        fail: [
+            taskDef([{ name: "tb", essential: true, dockerLabels: { [ROLE_LABEL]: "sidecar" } }]),
+            taskDef([{ name: "tb", essential: false, portMappings: [{ containerPort: 6006 }], dockerLabels: { [ROLE_LABEL]: "sidecar" } }]),
+            taskDef([{ name: "tb", essential: false, dockerLabels: { [ROLE_LABEL]: "sidecar", [BINDS_LABEL]: "0.0.0.0:6006" } }]),
+            taskDef([
+                { name: "a", essential: true, portMappings: [{ containerPort: 8080 }] },
+                { name: "b", essential: true, portMappings: [{ containerPort: 9090 }] },
+            ]),
+        ],
+    },
+    {
+        policy: "ecs-capacity-provider-strategy",
+        pass: [res("aws:ecs/service:Service", { capacityProviderStrategies: [{ capacityProvider: "cp", weight: 1 }] })],
+        fail: [res("aws:ecs/service:Service", { launchType: "EC2", capacityProviderStrategies: [{ capacityProvider: "cp" }] }), res("aws:ecs/service:Service", {})],
+    },
+    {
+        policy: "no-all-traffic-ingress",
+        pass: [ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/8" })],
+        fail: [ingress({ ipProtocol: "-1", cidrIpv4: "10.0.0.0/8" })],
+    },
+    {
+        policy: "security-group-rules-standalone",
+        pass: [res("aws:ec2/securityGroup:SecurityGroup", { vpcId: "vpc-1" })],
+        fail: [
+            res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 80, toPort: 80, cidrBlocks: ["10.0.0.0/8"] }] }),
+            res("aws:ec2/securityGroup:SecurityGroup", { egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }] }),
+            res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "tcp", fromPort: 80, toPort: 80 }),
+        ],
+    },
 ];
 
 describe("policy pack", () => {
@@ -159,6 +202,44 @@ describe("policy pack", () => {
             expect(check([task, ingress({ fromPort: 6006, toPort: 6006, referencedSecurityGroupId: "sg-alb" })])).toHaveLength(1);
             expect(check([task, ingress({ fromPort: 6000, toPort: 7000, cidrIpv4: "10.0.0.0/8" })])[0].message).toMatch(/port 6006 of sidecar/);
             expect(check([task, ingress({ ipProtocol: "-1", cidrIpv4: "10.0.0.0/8" })])).toHaveLength(1);
+        });
+    });
+
+    describe("ecs-load-balanced-server and ecs-capacity-matches-task (linked through property dependencies)", () => {
+        const check = (resources: PolicyResource[]) => STACK_POLICIES.flatMap((p) => p.check(resources));
+        const linked = (r: PolicyResource, deps: Record<string, PolicyResource[]>): PolicyResource => ({
+            ...r,
+            propertyDependencies: Object.fromEntries(Object.entries(deps).map(([k, v]) => [k, v.map((d) => d.urn)])),
+        });
+        const graph = (o: { gpu: boolean; arm: boolean; ami: string; balanced: string }) => {
+            const td = res("aws:ecs/taskDefinition:TaskDefinition", {
+                runtimePlatform: { cpuArchitecture: o.arm ? "ARM64" : "X86_64" },
+                containerDefinitions: JSON.stringify([
+                    { name: "server", essential: true, portMappings: [{ containerPort: 8080 }], resourceRequirements: o.gpu ? [{ type: "GPU", value: "1" }] : undefined },
+                ]),
+            });
+            const lt = res(LT, { ...goodLaunchTemplate, imageId: `resolve:ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/${o.ami}recommended/image_id` });
+            const asg = linked(res("aws:autoscaling/group:Group", {}), { mixedInstancesPolicy: [lt] });
+            const cp = linked(res("aws:ecs/capacityProvider:CapacityProvider", { name: "env-kind" }), { autoScalingGroupProvider: [asg] });
+            const service = linked(
+                res("aws:ecs/service:Service", { capacityProviderStrategies: [{ capacityProvider: "env-kind" }], loadBalancers: [{ containerName: o.balanced, containerPort: 8080 }] }),
+                { taskDefinition: [td] },
+            );
+            return [td, lt, asg, cp, service];
+        };
+
+        it("passes a GPU task on GPU capacity, an arm64 task on arm64 capacity, an x86 task on x86 capacity", () => {
+            expect(check(graph({ gpu: true, arm: false, ami: "gpu/", balanced: "server" }))).toEqual([]);
+            expect(check(graph({ gpu: false, arm: true, ami: "arm64/", balanced: "server" }))).toEqual([]);
+            expect(check(graph({ gpu: false, arm: false, ami: "", balanced: "server" }))).toEqual([]);
+        });
+        it("flags a GPU task on CPU capacity, a CPU task on GPU capacity and an arm64 task on x86 capacity", () => {
+            expect(check(graph({ gpu: true, arm: false, ami: "", balanced: "server" }))[0].message).toMatch(/requests a GPU but runs on env-kind/);
+            expect(check(graph({ gpu: false, arm: false, ami: "gpu/", balanced: "server" }))[0].message).toMatch(/needs no GPU but runs on env-kind/);
+            expect(check(graph({ gpu: false, arm: true, ami: "", balanced: "server" }))[0].message).toMatch(/runtimePlatform ARM64 but runs on env-kind/);
+        });
+        it("flags a port-mapped container the load balancer does not reach", () => {
+            expect(check(graph({ gpu: false, arm: false, ami: "", balanced: "sidecar" })).map((v) => v.policy)).toEqual(["ecs-load-balanced-server"]);
         });
     });
 

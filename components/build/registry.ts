@@ -39,9 +39,6 @@ export interface RegistryCredentials {
     readonly password: string;
 }
 
-/** One entry of a docker-build Image's `registries`. */
-export type RegistryLogin = RegistryCredentials;
-
 export class ImageRegistry extends pulumi.ComponentResource {
     /** Release repository per image name. */
     public readonly repositories: Readonly<Record<string, aws.ecr.Repository>>;
@@ -54,11 +51,11 @@ export class ImageRegistry extends pulumi.ComponentResource {
     /** ECR login for docker-build (a secret). */
     public readonly credentials: pulumi.Output<RegistryCredentials>;
     /** The same login as a docker-build `registries` list, shared by every image (a secret). */
-    public readonly registries: pulumi.Output<RegistryLogin[]>;
+    public readonly registries: pulumi.Output<RegistryCredentials[]>;
 
     constructor(name: string, args: ImageRegistryArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:ImageRegistry", name, {}, opts);
-        if (args.images.length === 0) throw new Error("ImageRegistry needs at least one image");
+        if (args.images.length === 0) throw new pulumi.ResourceError("needs at least one image", this);
         const { options, tags } = args;
         const encryptionConfigurations = [{ encryptionType: "KMS", kmsKey: options.kmsKeyArn }];
 

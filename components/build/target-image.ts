@@ -12,7 +12,7 @@ import * as path from "node:path";
 import type { ImageConfig } from "./schema";
 import { cacheTag, releaseTag } from "./naming";
 import { type BuiltTarget, digestRef } from "../shared/image-refs";
-import type { RegistryCredentials, RegistryLogin } from "./registry";
+import type { RegistryCredentials } from "./registry";
 import { type HardwareTarget, targetBuildArgs } from "../shared/hardware";
 
 export interface TargetImageArgs {
@@ -27,7 +27,7 @@ export interface TargetImageArgs {
     /** URL of the cache repository. */
     readonly cacheRepositoryUrl: pulumi.Input<string>;
     /** docker-build registry logins (a secret): `ImageRegistry.registries`. */
-    readonly registries: pulumi.Input<RegistryLogin[]>;
+    readonly registries: pulumi.Input<RegistryCredentials[]>;
     /**
      * Base images of the build stages and of the runtime stage, already resolved
      * (through the pull-through cache, or the base image's digest in a chain).
@@ -65,7 +65,7 @@ export class TargetImage extends pulumi.ComponentResource {
         super("ml-infra:build:TargetImage", name, {}, opts);
         const { image, target } = args;
         if (!image.targets.includes(target.name)) {
-            throw new Error(`image ${image.name} does not declare target ${target.name}`);
+            throw new pulumi.ResourceError(`image ${image.name} does not declare target ${target.name}`, this);
         }
         // Few Outputs per target: every Output costs the SDK several tracked promises,
         // and a build stack has hundreds of image x target pairs.
@@ -141,7 +141,7 @@ export class MultiArchImage extends pulumi.ComponentResource {
 
     constructor(name: string, args: MultiArchImageArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:MultiArchImage", name, {}, opts);
-        if (args.sources.length < 2) throw new Error(`multi-arch image ${name} needs at least two sources`);
+        if (args.sources.length < 2) throw new pulumi.ResourceError("a multi-arch image needs at least two sources", this);
         const credentials = args.credentials === undefined ? undefined : pulumi.output(args.credentials);
         this.index = new dockerbuild.Index(
             `${name}-index`,

@@ -36,21 +36,21 @@ export class Environment extends pulumi.ComponentResource {
         const { serve, targets } = args;
         const follow = serve.services.some((s) => s.ref === undefined);
         const stackName = serve.buildStack ?? "";
-        const buildStack =
-            follow && serve.buildStack !== undefined
-                ? new pulumi.StackReference(`${name}-build`, { name: serve.buildStack }, { parent: this })
-                : undefined;
-        const images = buildStack?.getOutput("images");
+        if (follow && serve.buildStack === undefined) {
+            throw new pulumi.ResourceError("services without a pinned ref need serve.buildStack", this);
+        }
+        const buildStack = follow ? new pulumi.StackReference(`${name}-build`, { name: stackName }, { parent: this }) : undefined;
+        const images = buildStack?.getOutput("images") ?? pulumi.output(undefined);
 
         const deployments: Record<string, ResolvedDeployment> = {};
         for (const service of serve.services) {
             const target = targets[service.target];
-            if (!target) throw new Error(`service ${service.name}: unknown target ${service.target}`);
+            if (!target) throw new pulumi.ResourceError(`service ${service.name}: unknown target ${service.target}`, this);
             const pinned = service.ref;
             const ref =
                 pinned !== undefined
                     ? pulumi.output(pinned)
-                    : followed(images, stackName).apply((all) => builtRef(all, service.image, service.target, stackName));
+                    : images.apply((all) => builtRef(all, service.image, service.target, stackName));
             deployments[service.name] = {
                 image: service.image,
                 target: service.target,
@@ -66,11 +66,4 @@ export class Environment extends pulumi.ComponentResource {
         // output twice (once per place it is serialised).
         this.registerOutputs({});
     }
-}
-
-function followed(images: pulumi.Output<unknown> | undefined, stackName: string): pulumi.Output<unknown> {
-    if (images === undefined) {
-        throw new Error(`services without a pinned ref need serve.buildStack (got ${JSON.stringify(stackName)})`);
-    }
-    return images;
 }

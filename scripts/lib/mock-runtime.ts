@@ -29,6 +29,8 @@ export interface Registered {
     readonly inputs: Record<string, unknown>;
     /** Top-level inputs that were (or contained) Pulumi secrets. */
     readonly secretInputs: readonly string[];
+    /** Per input, the URNs of the resources it was computed from. */
+    readonly propertyDependencies: Readonly<Record<string, readonly string[]>>;
     readonly protect: boolean;
     readonly retainOnDelete: boolean;
     readonly customTimeouts: { create: string; update: string; delete: string };
@@ -164,6 +166,7 @@ interface RegisterRequest {
     getProtect?(): boolean;
     getRetainondelete?(): boolean;
     getCustomtimeouts?(): { getCreate(): string; getUpdate(): string; getDelete(): string } | undefined;
+    getPropertydependenciesMap?(): { forEach(f: (value: { getUrnsList(): string[] }, key: string) => void): void };
 }
 type Callback = (err: unknown, res?: { getUrn(): string }) => void;
 interface MonitorLike {
@@ -228,6 +231,10 @@ export async function runUnderMocks(
                     const raw = rpc.deserializeProperties(properties(req));
                     const inputs: Record<string, unknown> = {};
                     const secretInputs: string[] = [];
+                    const propertyDependencies: Record<string, string[]> = {};
+                    req.getPropertydependenciesMap?.().forEach((deps, key) => {
+                        propertyDependencies[key] = deps.getUrnsList();
+                    });
                     for (const [key, value] of Object.entries(raw)) {
                         if (rpc.isRpcSecret(value)) secretInputs.push(key);
                         inputs[key] = rpc.unwrapRpcSecret(value);
@@ -240,6 +247,7 @@ export async function runUnderMocks(
                         parent: req.getParent(),
                         inputs,
                         secretInputs,
+                        propertyDependencies,
                         protect: req.getProtect?.() ?? false,
                         retainOnDelete: req.getRetainondelete?.() ?? false,
                         customTimeouts: {
@@ -286,4 +294,9 @@ export const requireProgram: ProgramLoader = async () => {
 export async function evaluate(stack: string, options: EvaluateOptions = {}, load: ProgramLoader = requireProgram): Promise<Evaluation> {
     const config = cliConfig(options.config ?? stackFileConfig(stack));
     return runUnderMocks(stack, config, load, options);
+}
+
+/** A registered resource as the policy pack sees it (type, name, URN, inputs, property dependencies). */
+export function policyResourceOf(r: Registered): { type: string; name: string; urn: string; props: Record<string, unknown>; propertyDependencies: Readonly<Record<string, readonly string[]>> } {
+    return { type: r.type, name: r.name, urn: r.urn, props: r.inputs, propertyDependencies: r.propertyDependencies };
 }
