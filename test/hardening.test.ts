@@ -23,13 +23,20 @@ describe.each(stackNames())("stack %s", (stack) => {
 
     it(`${protectData ? "protects and retains" : "does not protect"} every resource that holds data`, () => {
         const data = first.resources.filter((r) => DATA_TYPES.includes(r.type));
+        // Every AWS stack holds data (repositories, log groups); the local stack creates nothing on AWS.
+        const onAws = first.resources.some((r) => r.type.startsWith("aws:"));
+        if (onAws) expect(data.length, "data-holding resources").toBeGreaterThan(0);
+        else expect(data).toEqual([]);
         for (const r of data) {
             expect({ name: r.name, protect: r.protect, retainOnDelete: r.retainOnDelete }).toEqual({ name: r.name, protect: protectData, retainOnDelete: protectData });
         }
     });
 
     it("force-deletes repositories only where data is not protected", () => {
-        for (const repo of first.ofType("aws:ecr/repository:Repository")) {
+        const repositories = first.ofType("aws:ecr/repository:Repository");
+        const buildsOnAws = config["ml-infra:build"] !== undefined && (config["ml-infra:build"] as { localRegistry?: string }).localRegistry === undefined;
+        expect(repositories.length > 0, "an AWS build stack has repositories, others none").toBe(buildsOnAws);
+        for (const repo of repositories) {
             if (protectData) expect(repo.inputs.forceDelete).not.toBe(true);
         }
     });

@@ -526,8 +526,24 @@ const refusal = collectRejections;
 describe("refusals", () => {
     it("refuses a tag reference before registering the service's resources", async () => {
         const tagged = `${REGISTRY_HOST}/ml/inference:latest`;
-        const messages = await refusal(() => deploy([CASES[2]], { image: () => tagged }));
+        const registered: string[] = [];
+        await pulumi.runtime.setMocks(
+            {
+                newResource: (a) => {
+                    registered.push(a.name);
+                    return { id: `${a.name}-id`, state: a.inputs as Record<string, unknown> };
+                },
+                call: (a) => a.inputs as Record<string, unknown>,
+            },
+            "ml-infra",
+            "dev",
+            false,
+        );
+        const messages = await refusal(async () => program([CASES[2]], { image: () => tagged })());
         expect(messages[0]).toMatch(/image ".*:latest" is not pinned by digest/);
+        // The cluster before it was registered (so counting works); nothing of the service was.
+        expect(registered.filter((n) => n.startsWith("serving-")).length).toBeGreaterThan(0);
+        expect(registered.filter((n) => n.startsWith(`${serviceName(CASES[2])}-`))).toEqual([]);
     });
 
     it("fails the deployment when the environment's reference resolves to a tag", async () => {

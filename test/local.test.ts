@@ -2,6 +2,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { isDigestRef } from "../components/shared/image-refs";
 import { type Evaluation, configProblems, evaluate, stackFileConfig } from "./harness";
+import { validServe } from "./fixtures";
 
 type Container = { name: string; image: string; ports?: Array<{ internal: number; external: number; ip: string }>; networksAdvanced: Array<{ name: string; aliases?: string[] }>; labels: Array<{ label: string; value: string }> };
 
@@ -70,7 +71,7 @@ describe("local config checks", () => {
         ["a sidecar image outside the local registry", { ...file, "ml-infra:local": { services: [{ ...local.services[0], sidecars: [{ name: "t", image: "docker.io/busybox:1", port: 1 }] }] } }, /sidecars\[0\].image = "docker.io\/busybox:1": must be an image in the local registry/],
         ["a sidecar on the server's port", { ...file, "ml-infra:local": { services: [{ ...local.services[0], sidecars: [{ name: "t", image: "127.0.0.1:5000/busybox:static", port: 8080 }] }] } }, /sidecars\[0\].port = 8080: is the server's port/],
         ["a registry off loopback", { ...file, "ml-infra:build": { ...(file["ml-infra:build"] as object), localRegistry: "10.0.0.5:5000" } }, /build.localRegistry = "10.0.0.5:5000": must be a registry on loopback/],
-        ["AWS serving beside it", { ...file, "ml-infra:serve": { services: [] } }, /ml-infra:serve/],
+        ["AWS serving beside it", { ...file, "ml-infra:serve": validServe() }, /^ml-infra:serve = .*: a local stack serves with Docker \(the local section\), not ECS/m],
     ])("refuses %s", (_what, config, expected) => {
         expect(problems(config).join("\n")).toMatch(expected);
     });
