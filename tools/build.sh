@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local Pulumi/BuildKit toolchain from Go modules: `npm run tools`.
 #
-#   tools/build.sh [--only tool[,tool...]] [--force] [--help]
+#   tools/build.sh [--only tool[,tool...]] [--force] [--install-plugins] [--help]
 #
 # Versions come from tools/versions.json (checked against package.json). Binaries are kept
 # outside the repository in ${ML_INFRA_TOOLS_DIR:-$HOME/.cache/ml-infra/tools}, keyed by version
@@ -9,6 +9,9 @@
 # summary go to stderr; stdout gets only the line to eval, e.g.
 #
 #   eval "$(npm run --silent tools)"      or      . "${ML_INFRA_TOOLS_DIR:-$HOME/.cache/ml-infra/tools}/env.sh"
+#
+# --install-plugins also registers the provider binaries in the Pulumi plugin cache of
+# ${PULUMI_HOME:-~/.pulumi} (`pulumi plugin install resource <name> <version> --file ...`).
 #
 # Layout of the tools directory:
 #   store/<tool>/<version>-<recipe hash>/   binaries, build.log, src/ (the generated Go module)
@@ -24,7 +27,7 @@ tools_dir="${ML_INFRA_TOOLS_DIR:-${HOME:?HOME is not set}/.cache/ml-infra/tools}
 all_tools=(pulumi pulumi-language-nodejs docker-build buildkit buildx docker tls)
 
 usage() {
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     echo "tools: ${all_tools[*]}" >&2
 }
 
@@ -36,6 +39,7 @@ die() {
 
 only=""
 force=0
+install_plugins=0
 while (($#)); do
     case "$1" in
     --only)
@@ -48,6 +52,10 @@ while (($#)); do
         ;;
     --force)
         force=1
+        shift
+        ;;
+    --install-plugins)
+        install_plugins=1
         shift
         ;;
     -h | --help)
@@ -139,9 +147,10 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
 #   R_REPLACE  "old => new version"     R_EXCLUDE  "module version" lines
 #   R_PKGS     "package binary" lines   R_TAGS     build tags
 #   R_LDFLAGS  linker flags             R_SRC      directory of our own Go sources (module root)
+#   R_STUBS    "module dir" lines: modules the proxy refuses, replaced by our own stand-ins (tools/stubs)
 #   R_CHECK    "binary arg... ; expected substring" smoke test (optional)
 recipe() {
-    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_CHECK=""
+    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_STUBS="" R_CHECK=""
     local pv="${V[pulumi.version]}"
     case "$1" in
     pulumi)
@@ -180,6 +189,10 @@ github.com/pulumi/pulumi/sdk/v3 v$pv"
         local v="${V[docker-build.version]}"
         R_VERSION="$v"
         R_REQUIRE="github.com/pulumi/pulumi-docker-build v$v"
+        # Its provider imports these two only for the types of two schema "language" sections
+        # (SDK generation metadata); the proxy refuses their source (403), see tools/stubs.
+        R_STUBS="github.com/pulumi/pulumi-java $here/stubs/pulumi-java
+github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3 $here/stubs/pulumi-language-dotnet"
         R_PKGS="github.com/pulumi/pulumi-docker-build/provider/cmd/pulumi-resource-docker-build pulumi-resource-docker-build"
         R_LDFLAGS="-s -w -X github.com/pulumi/pulumi-docker-build/provider.Version=$v"
         ;;
@@ -229,8 +242,13 @@ recipe_key() {
     h="$(
         {
             printf '%s\n' "$tool" "$go_version" "$R_VERSION" "$R_REQUIRE" "$R_REPLACE" "$R_EXCLUDE" "$R_PKGS" "$R_TAGS" "$R_LDFLAGS"
-            if [[ -n "$R_SRC" ]]; then
-                find "$R_SRC" -type f -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 cat
+            local dirs=() mod dir
+            [[ -n "$R_SRC" ]] && dirs+=("$R_SRC")
+            while read -r mod dir; do
+                [[ -n "$mod" ]] && printf '%s\n' "$mod" && dirs+=("$dir")
+            done <<<"$R_STUBS"
+            if ((${#dirs[@]})); then
+                find "${dirs[@]}" -type f \( -name '*.go' -o -name go.mod \) -print0 | LC_ALL=C sort -z | xargs -0 cat
             fi
         } | sha256sum | cut -c1-12
     )"
@@ -250,6 +268,13 @@ write_module() {
         while read -r line; do
             [[ -n "$line" ]] && printf 'exclude %s\n' "$line"
         done <<<"$R_EXCLUDE"
+        local mod stub
+        while read -r mod stub; do
+            [[ -n "$mod" ]] || continue
+            mkdir -p "$dir/stubs"
+            cp -R "$stub" "$dir/stubs/"
+            printf 'replace %s => ./stubs/%s\n' "$mod" "$(basename "$stub")"
+        done <<<"$R_STUBS"
     } >"$dir/go.mod"
     if [[ -n "$R_SRC" ]]; then
         cp "$R_SRC"/*.go "$dir/"
@@ -267,10 +292,10 @@ write_module() {
 # build TOOL STOREDIR: builds into STOREDIR.tmp and renames it into place when everything worked.
 build() {
     local tool="$1" dest="$2" tmp="$2.tmp.$$" pkg bin
-    rm -rf "$tmp"
+    rm -rf "$dest".tmp.* # leftovers of interrupted runs (we hold the lock)
     mkdir -p "$tmp/src"
     write_module "$tmp/src" "$tool"
-    log "tools: building $tool $R_VERSION (log: $dest/build.log)"
+    log "tools: building $tool $R_VERSION ..."
     if ! (
         cd "$tmp/src"
         set -x
@@ -280,10 +305,13 @@ build() {
             go build ${R_TAGS:+-tags "$R_TAGS"} -ldflags "$R_LDFLAGS" -o "$tmp/$bin" "$pkg"
         done <<<"$R_PKGS"
     ) >"$tmp/build.log" 2>&1; then
-        log "tools: $tool FAILED; end of $tmp/build.log:"
-        tail -n 25 "$tmp/build.log" | sed 's/^/    /' >&2
+        rm -rf "$dest.failed"
+        mv "$tmp" "$dest.failed"
+        log "tools: $tool FAILED; end of $dest.failed/build.log:"
+        tail -n 25 "$dest.failed/build.log" | sed 's/^/    /' >&2
         return 1
     fi
+    rm -rf "$dest.failed"
     rm -rf "$dest"
     mv "$tmp" "$dest"
     touch "$dest/.complete"
@@ -302,9 +330,18 @@ check() {
     done <<<"$R_CHECK"
 }
 
+# complete DIR: a finished build whose binaries are all still there.
+complete() {
+    local dir="$1" bin
+    [[ -f "$dir/.complete" ]] || return 1
+    while read -r _ bin; do
+        [[ -z "$bin" || -x "$dir/$bin" ]] || return 1
+    done <<<"$R_PKGS"
+}
+
 # ---------------------------------------------------------------------------------------------
 declare -a rows=()
-declare -A bin_of=()
+declare -A bin_of=() version_of=() plugin_version=()
 failed=0
 t_start="$(now)"
 
@@ -314,7 +351,7 @@ for tool in "${all_tools[@]}"; do
     dest="$tools_dir/store/$tool/$key"
     t0="$(now)"
     status=""
-    if [[ -f "$dest/.complete" && $force -eq 0 ]]; then
+    if ((force == 0)) && complete "$dest"; then
         status="reused"
     elif selected "$tool"; then
         if build "$tool" "$dest" && check "$dest"; then
@@ -328,8 +365,11 @@ for tool in "${all_tools[@]}"; do
     fi
     took="$(elapsed "$t0" "$(now)")"
     if [[ "$status" != "FAILED" ]]; then
+        version_of["$tool"]="$R_VERSION"
         while read -r _ bin; do
-            [[ -n "$bin" ]] && bin_of["$bin"]="$dest/$bin"
+            [[ -n "$bin" ]] || continue
+            bin_of["$bin"]="$dest/$bin"
+            [[ "$bin" == pulumi-resource-* ]] && plugin_version["$bin"]="$R_VERSION"
         done <<<"$R_PKGS"
     fi
     rows+=("$(printf '%-24s %-22s %-7s %8s  %s' "$tool" "$R_VERSION" "$status" "$took" "$dest")")
@@ -367,9 +407,8 @@ EOF
 {
     printf '{\n  "toolsDir": "%s",\n  "bin": "%s",\n  "env": "%s",\n  "tools": {' "$tools_dir" "$bin_dir" "$tools_dir/env.sh"
     sep=""
-    for tool in "${all_tools[@]}"; do
-        [[ -n "${V[$tool.version]:-}" ]] || continue
-        printf '%s\n    "%s": "%s"' "$sep" "$tool" "${V[$tool.version]}"
+    for tool in "${!version_of[@]}"; do
+        printf '%s\n    "%s": "%s"' "$sep" "$tool" "${version_of[$tool]}"
         sep=","
     done
     printf '\n  },\n  "binaries": {'
@@ -380,6 +419,16 @@ EOF
     done
     printf '\n  }\n}\n'
 } >"$tools_dir/manifest.json"
+
+if ((install_plugins)); then
+    [[ -x "$bin_dir/pulumi" ]] || die "--install-plugins needs the pulumi CLI, which is not built"
+    for bin in "${!plugin_version[@]}"; do
+        name="${bin#pulumi-resource-}"
+        log "tools: pulumi plugin install resource $name ${plugin_version[$bin]} (PULUMI_HOME=${PULUMI_HOME:-~/.pulumi})"
+        PULUMI_SKIP_UPDATE_CHECK=true "$bin_dir/pulumi" plugin install resource "$name" "${plugin_version[$bin]}" \
+            --file "$bin_dir/$bin" --reinstall >&2 || failed=1
+    done
+fi
 
 log ""
 log "$(printf '%-24s %-22s %-7s %8s  %s' tool version status time 'store directory')"
