@@ -238,15 +238,25 @@ function serveSection(serve: NonNullable<typeof config.serve>, network: PrivateN
 }
 
 const built = config.build ? buildSection(config.build) : undefined;
-/** Build stack: per image, its repositories and per target the digest-pinned ref, digest, tag, platform, pool and cache ref. */
-export const images = built?.images;
-/** Build stack: per runner pool, its endpoint, builder name, CI commands and (secret) client certificate and key. */
-export const runners = built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined;
-/** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
-export const multiArchBuilder = built ? multiArchBuilderOf(built.pools) : undefined;
-/** Local stack: per service, its URL on 127.0.0.1 and the digest it runs. */
-export const local = config.local && built ? localSection(config.local, built) : undefined;
-/** The network runners and services live in. */
-export const vpc = network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined;
-/** Environment stacks: per service, the digest it deploys and where that digest came from. */
-export const deployments = config.serve && network ? serveSection(config.serve, network) : undefined;
+
+/** Every stack output the stack has (an output that would be undefined is left out: the engine warns about those). */
+const outputs = definedOutputs({
+    /** Build stack: per image, its repositories and per target the digest-pinned ref, digest, tag, platform, pool and cache ref. */
+    images: built?.images,
+    /** Build stack: per runner pool, its endpoint, builder name, CI commands and (secret) client certificate and key. */
+    runners: built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined,
+    /** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
+    multiArchBuilder: built ? multiArchBuilderOf(built.pools) : undefined,
+    /** Local stack: per service, its URL on 127.0.0.1 and the digest it runs. */
+    local: config.local && built ? localSection(config.local, built) : undefined,
+    /** The network runners and services live in. */
+    vpc: network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined,
+    /** Environment stacks: per service, the digest it deploys and where that digest came from. */
+    deployments: config.serve && network ? serveSection(config.serve, network) : undefined,
+});
+
+function definedOutputs(all: Record<string, unknown>): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
+}
+
+export = outputs;

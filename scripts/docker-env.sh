@@ -2,12 +2,16 @@
 # Makes this machine ready for the real-Docker tests and the build-cache benchmark,
 # without pulling any image from a hub:
 #
-#   1. Debian packages: docker.io, docker-registry, busybox-static, debootstrap, curl
+#   1. Debian packages: docker.io, docker-registry, busybox-static, debootstrap, curl, runc, openssl
 #   2. dockerd (Debian's engine 20.10, BuildKit builds with /usr/bin/docker)
 #   3. a registry (Debian's registry:2) listening on 127.0.0.1:5000 only
 #   4. the base image 127.0.0.1:5000/debian:bookworm-slim, made with debootstrap
 #      from the Debian mirror in /etc/apt and slimmed like the official image
 #   5. the sidecar image 127.0.0.1:5000/busybox:static (busybox-static, nothing else)
+#   6. a smoke test: a container of the base image runs
+#   7. the local BuildKit runner (scripts/local-runner.ts start): buildkitd v0.23 on
+#      127.0.0.1:1234 with mutual TLS and the buildx builder ml-local, made by the
+#      same code as the build stack's runner pools (needs `npm run tools` first)
 #
 # Idempotent: every step first checks whether its work is already done, and
 # says so. Prints what it did with timings. Exits non-zero with the reason
@@ -26,7 +30,7 @@ BUSYBOX_REPO=busybox
 BUSYBOX_TAG=static
 BUSYBOX_REF="$REGISTRY/$BUSYBOX_REPO:$BUSYBOX_TAG"
 SUITE=bookworm
-PACKAGES=(docker.io docker-registry busybox-static debootstrap curl)
+PACKAGES=(docker.io docker-registry busybox-static debootstrap curl runc openssl)
 STATE="${DOCKER_ENV_STATE:-/var/lib/ml-infra-docker}"
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
@@ -277,6 +281,20 @@ step_smoke() {
   record smoke "a container of $BASE_REF runs" "$start"
 }
 
+# ---------------------------------------------------------------- 7. local BuildKit runner
+step_runner() {
+  local start tsx
+  start=$(date +%s.%N)
+  if [ "${DOCKER_ENV_SKIP_RUNNER:-0}" = 1 ]; then
+    record runner "skipped (DOCKER_ENV_SKIP_RUNNER=1)" "$start"
+    return
+  fi
+  tsx="$(cd "$(dirname "$0")/.." && pwd)/node_modules/.bin/tsx"
+  [ -x "$tsx" ] || fail "node_modules/.bin/tsx is missing: run npm ci first"
+  "$tsx" "$(dirname "$0")/local-runner.ts" start || fail "the local BuildKit runner did not start (see above)"
+  record runner "buildkitd and the builder of the local stack are ready" "$start"
+}
+
 mkdir -p "$STATE" 2>/dev/null || STATE=$(mktemp -d /tmp/ml-infra-docker.XXXXXX)
 step_packages
 step_dockerd
@@ -284,4 +302,5 @@ step_registry
 step_base
 step_busybox
 step_smoke
+step_runner
 log "ready in $(elapsed "$T0"): dockerd $("$DOCKER" version -f '{{.Server.Version}}'), registry http://$REGISTRY, base $BASE_REF, sidecar $BUSYBOX_REF"

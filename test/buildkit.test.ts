@@ -50,7 +50,7 @@ function initOptions(pool: Pool, overrides: Partial<CloudInitOptions> = {}): Clo
 interface ParsedBuildkitd {
     "insecure-entitlements"?: string[];
     grpc: { address: string[]; tls: { cert: string; key: string; ca: string } };
-    cdi: { disabled: boolean; specDirs?: string[] };
+    cdi: { disabled: boolean; specDirs?: string[]; autoAllowed?: string[] };
     worker: {
         oci: {
             platforms: string[];
@@ -132,15 +132,16 @@ describe("buildkitd.toml", () => {
         for (const pool of POOLS) expect(buildkitdConfig(options(pool)).worker.oci.networkMode).toBe("bridge");
     });
 
-    it("enables CDI and the device entitlement on the gpu pool only", () => {
+    it("enables CDI on the gpu pool only, auto-allowing NVIDIA GPUs for RUN --device (no client entitlement needed)", () => {
         const gpu = parseBuildkitd(renderBuildkitdToml(options("gpu")));
         expect(gpu.cdi.disabled).toBe(false);
         expect(gpu.cdi.specDirs).toContain(path.dirname(NVIDIA_CDI_SPEC));
-        expect(gpu["insecure-entitlements"]).toEqual(["device"]);
+        expect(gpu.cdi.autoAllowed).toEqual(["nvidia.com/gpu"]);
+        expect(gpu["insecure-entitlements"]).toBeUndefined();
         for (const pool of ["amd64", "arm64"] as const) {
             const cpu = parseBuildkitd(renderBuildkitdToml(options(pool)));
             expect(cpu.cdi.disabled).toBe(true);
-            expect(cpu["insecure-entitlements"]).toBeUndefined();
+            expect(cpu.cdi.autoAllowed).toBeUndefined();
         }
     });
 

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { DERIVED_BUILD_ARGS, type HardwareTarget } from "../shared/hardware";
 import { type Report, within } from "../shared/problems";
 import { CREDENTIAL_ARG_RE, resolveTargets } from "../shared/target-config";
+import { LOCAL_RUNNER } from "../local/runner";
 import { chainProblems } from "./chains";
 import { enabledUpstreams } from "./pullthrough";
 import { checkRunners } from "./runners/checks";
@@ -99,7 +100,10 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
     });
     for (const p of chainProblems(build.images)) report(["images", p.index, p.key], p.message);
     if (build.localRegistry && build.runners) {
-        report(["runners"], "a build to a local registry runs on this machine's Docker, not on runner pools; remove one of them");
+        report(["runners"], "a build to a local registry runs on the local BuildKit runner, not on runner pools; remove one of them");
+    }
+    if (build.localRegistry && !build.builder) {
+        report(["builder"], `a build to a local registry runs on the local BuildKit runner: set build.builder to its builder (${LOCAL_RUNNER.builder}, which \`sudo npm run docker:env\` creates)`);
     }
     if (build.runners) {
         const used = [...new Set(build.images.flatMap((i) => i.targets))].filter((t) => t in targets).map((t) => targets[t]);

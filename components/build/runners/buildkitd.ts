@@ -39,24 +39,30 @@ export type GcPolicy = {
     readonly minFreeSpace?: number;
 };
 
+/** How buildkitd reaches one registry host. */
+export type RegistryHostConfig = {
+    readonly mirrors?: readonly string[];
+    /** Plain HTTP (a registry on loopback). */
+    readonly http?: boolean;
+};
+
 export type BuildkitdConfig = {
     readonly root: string;
-    /** gpu pool only: lets a client ask for `--allow device` (CDI devices in RUN --device). */
-    readonly "insecure-entitlements"?: readonly string[];
     readonly log: { readonly format: "json" | "text" };
     readonly grpc: {
         readonly address: readonly string[];
         readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
     };
-    readonly cdi: { readonly disabled: boolean; readonly specDirs?: readonly string[] };
+    /** CDI devices for `RUN --device`; the kinds in `autoAllowed` need no `--allow device` from the client. */
+    readonly cdi: { readonly disabled: boolean; readonly specDirs?: readonly string[]; readonly autoAllowed?: readonly string[] };
     readonly worker: {
         readonly oci: {
             readonly enabled: true;
             readonly platforms: readonly string[];
             readonly snapshotter: string;
             readonly "max-parallelism": number;
-            readonly networkMode: "bridge";
-            readonly bridgeSubnet: string;
+            readonly networkMode: "bridge" | "host";
+            readonly bridgeSubnet?: string;
             readonly gc: true;
             readonly reservedSpace: number;
             readonly maxUsedSpace: number;
@@ -65,7 +71,7 @@ export type BuildkitdConfig = {
         };
         readonly containerd: { readonly enabled: false };
     };
-    readonly registry: { readonly [host: string]: { readonly mirrors: readonly string[] } };
+    readonly registry: { readonly [host: string]: RegistryHostConfig };
 };
 
 const GIB = 1024 ** 3;
@@ -146,6 +152,41 @@ export function buildkitImageRef(image: string, registryHost: string, prefixes: 
     return resolveThroughCache(image, registryHost, upstreamKeysOf(prefixes));
 }
 
+/** Where a buildkitd keeps its state, listens and finds CDI specs, and how build steps get a network. */
+export interface BuildkitdLayout {
+    readonly root: string;
+    readonly tls: { readonly ca: string; readonly cert: string; readonly key: string };
+    /** The TCP address (mutual TLS) and a unix socket for buildctl on the box. */
+    readonly addresses: readonly string[];
+    /** CDI spec directories; undefined: CDI off. */
+    readonly cdiSpecDirs?: readonly string[];
+    /** Device kinds RUN --device may use without the client asking (`--allow device`). */
+    readonly cdiAutoAllowed?: readonly string[];
+    /**
+     * `bridge`: every build step in its own network namespace (needs the CNI
+     * plugins of the BuildKit image); `host`: steps share the host's network.
+     */
+    readonly network: { readonly mode: "bridge"; readonly subnet: string } | { readonly mode: "host" };
+}
+
+/** A runner pool's machine: state on the root volume, TLS from cloud-init and SSM, CDI on the gpu pool (the NVIDIA spec made at boot). */
+export function runnerLayout(pool: Pool, port: number): BuildkitdLayout {
+    const gpu = pool === "gpu";
+    return {
+        root: BUILDKIT_ROOT,
+        tls: { cert: TLS_PATHS.cert, key: TLS_PATHS.key, ca: TLS_PATHS.ca },
+        // TLS applies to the TCP listener; the unix socket is for buildctl on the box (via SSM).
+        addresses: [`tcp://0.0.0.0:${port}`, "unix:///run/buildkit/buildkitd.sock"],
+        cdiSpecDirs: gpu ? ["/etc/cdi", "/var/run/cdi"] : undefined,
+        cdiAutoAllowed: gpu ? [NVIDIA_GPU_DEVICE_KIND] : undefined,
+        // Build steps get their own network namespace: with IMDS hop limit 1 they cannot read instance credentials.
+        network: { mode: "bridge", subnet: BUILD_BRIDGE_SUBNET },
+    };
+}
+
+/** The CDI kind of NVIDIA GPUs (`RUN --device=nvidia.com/gpu=all`). */
+export const NVIDIA_GPU_DEVICE_KIND = "nvidia.com/gpu";
+
 export interface BuildkitdOptions {
     readonly pool: Pool;
     readonly port: number;
@@ -154,22 +195,25 @@ export interface BuildkitdOptions {
     readonly registryHost: string;
     /** Pull-through prefixes with a rule (ecr-public, quay, docker-hub, github). */
     readonly pullThroughPrefixes: readonly string[];
+    /** Paths, listeners, CDI and network of the daemon. Default: a runner pool's machine (`runnerLayout`). */
+    readonly layout?: BuildkitdLayout;
+    /** Registry hosts reached over plain HTTP (a registry on loopback). Default: none. */
+    readonly plainHttpRegistries?: readonly string[];
 }
 
 /** buildkitd.toml as a typed object. */
 export function buildkitdConfig(o: BuildkitdOptions): BuildkitdConfig {
     const gc = gcPolicies(o.pool, o.volumeGiB);
-    const gpu = o.pool === "gpu";
+    const layout = o.layout ?? runnerLayout(o.pool, o.port);
+    const registry: Record<string, RegistryHostConfig> = { ...registryMirrors(o.registryHost, o.pullThroughPrefixes) };
+    for (const host of o.plainHttpRegistries ?? []) registry[host] = { ...registry[host], http: true };
     return {
-        root: BUILDKIT_ROOT,
-        "insecure-entitlements": gpu ? ["device"] : undefined,
+        root: layout.root,
         log: { format: "json" },
-        grpc: {
-            // TLS applies to the TCP listener; the unix socket is for buildctl on the box (via SSM).
-            address: [`tcp://0.0.0.0:${o.port}`, "unix:///run/buildkit/buildkitd.sock"],
-            tls: { cert: TLS_PATHS.cert, key: TLS_PATHS.key, ca: TLS_PATHS.ca },
-        },
-        cdi: gpu ? { disabled: false, specDirs: ["/etc/cdi", "/var/run/cdi"] } : { disabled: true },
+        grpc: { address: [...layout.addresses], tls: { ...layout.tls } },
+        cdi: layout.cdiSpecDirs
+            ? { disabled: false, specDirs: [...layout.cdiSpecDirs], autoAllowed: layout.cdiAutoAllowed && [...layout.cdiAutoAllowed] }
+            : { disabled: true },
         worker: {
             oci: {
                 enabled: true,
@@ -177,9 +221,8 @@ export function buildkitdConfig(o: BuildkitdOptions): BuildkitdConfig {
                 platforms: [poolPlatform(o.pool)],
                 snapshotter: "overlayfs",
                 "max-parallelism": o.maxParallelism,
-                // Build steps get their own network namespace: with IMDS hop limit 1 they cannot read instance credentials.
-                networkMode: "bridge",
-                bridgeSubnet: BUILD_BRIDGE_SUBNET,
+                networkMode: layout.network.mode,
+                bridgeSubnet: layout.network.mode === "bridge" ? layout.network.subnet : undefined,
                 gc: true,
                 reservedSpace: gc.worker.reservedSpace,
                 maxUsedSpace: gc.worker.maxUsedSpace,
@@ -188,7 +231,7 @@ export function buildkitdConfig(o: BuildkitdOptions): BuildkitdConfig {
             },
             containerd: { enabled: false },
         },
-        registry: registryMirrors(o.registryHost, o.pullThroughPrefixes),
+        registry: Object.fromEntries(Object.entries(registry).sort(([a], [b]) => a.localeCompare(b))),
     };
 }
 

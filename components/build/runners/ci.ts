@@ -33,19 +33,26 @@ export interface BuilderNode {
     readonly endpoint: string;
     /** TLS server name (the load balancer's DNS name). */
     readonly serverName: string;
+    /** The builder's name. Default `builderName(pool)`. */
+    readonly builder?: string;
+    /** Absolute directory of ca.pem, cert.pem and key.pem. Default `certDir(pool)`. */
+    readonly certDir?: string;
 }
 
 function driverOpts(node: BuilderNode): string {
-    const dir = certDir(node.pool);
+    const dir = node.certDir ?? certDir(node.pool);
     return `"cacert=${dir}/ca.pem,cert=${dir}/cert.pem,key=${dir}/key.pem,servername=${node.serverName}"`;
 }
 
-/** Recreates one pool's builder (`ml-<pool>`) with the remote driver and mTLS. */
-export function buildxCreateCommands(node: BuilderNode): string[] {
-    const name = builderName(node.pool);
+/**
+ * Recreates one pool's builder (`ml-<pool>`) with the remote driver and mTLS.
+ * `buildx` is how the commands call buildx: the docker CLI plugin (default) or a standalone binary.
+ */
+export function buildxCreateCommands(node: BuilderNode, buildx = "docker buildx"): string[] {
+    const name = node.builder ?? builderName(node.pool);
     return [
-        `docker buildx rm ${name} >/dev/null 2>&1 || true`,
-        `docker buildx create --name ${name} --driver remote --platform ${poolPlatform(node.pool)} --driver-opt ${driverOpts(node)} ${node.endpoint}`,
+        `${buildx} rm ${name} >/dev/null 2>&1 || true`,
+        `${buildx} create --name ${name} --driver remote --platform ${poolPlatform(node.pool)} --driver-opt ${driverOpts(node)} ${node.endpoint}`,
     ];
 }
 

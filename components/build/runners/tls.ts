@@ -1,8 +1,11 @@
 /**
- * The mutual-TLS material of a runner pool (a named part of BuildRunnerPool:
- * its resources are children of the pool): a CA, a server certificate for the
- * names clients dial, and one client certificate for CI. Keys are ECDSA P-256;
- * `pulumi up` re-issues a certificate in its last 30 days.
+ * The mutual-TLS material of a runner pool: a CA, a server certificate for the
+ * names clients dial, and one client certificate for CI. Keys are ECDSA P-256.
+ *
+ * `certificateProfiles` (pure) says what each certificate holds; `runnerTls`
+ * (a named part of BuildRunnerPool: its resources are children of the pool)
+ * issues them with @pulumi/tls, and the local runner (components/local/runner.ts)
+ * issues the same profiles with openssl on this machine.
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
@@ -10,6 +13,41 @@ import * as tls from "@pulumi/tls";
 export const CA_VALIDITY_HOURS = 10 * 365 * 24;
 /** `pulumi up` re-issues a certificate in its last 30 days. */
 export const EARLY_RENEWAL_HOURS = 30 * 24;
+
+/** Key usages, as @pulumi/tls names them. */
+export type KeyUse = "cert_signing" | "crl_signing" | "digital_signature" | "key_encipherment" | "server_auth" | "client_auth";
+
+/** What one certificate holds. */
+export interface CertificateProfile {
+    readonly commonName: string;
+    readonly organization: string;
+    readonly isCa: boolean;
+    readonly uses: readonly KeyUse[];
+    readonly validityHours: number;
+}
+
+export interface CertificateProfiles {
+    readonly ca: CertificateProfile;
+    /** Its names (DNS and IP SANs) are given per runner: the names clients dial. */
+    readonly server: CertificateProfile;
+    readonly client: CertificateProfile;
+}
+
+/** The CA, server and client certificates of runner `name` (a pool, or the local runner). */
+export function certificateProfiles(name: string, project: string, validityDays: number): CertificateProfiles {
+    const leaf = (commonName: string, use: KeyUse): CertificateProfile => ({
+        commonName,
+        organization: project,
+        isCa: false,
+        uses: ["digital_signature", "key_encipherment", use],
+        validityHours: validityDays * 24,
+    });
+    return {
+        ca: { commonName: `${name} BuildKit CA`, organization: project, isCa: true, uses: ["cert_signing", "crl_signing", "digital_signature"], validityHours: CA_VALIDITY_HOURS },
+        server: leaf(`buildkitd ${name}`, "server_auth"),
+        client: leaf(`ci ${name}`, "client_auth"),
+    };
+}
 
 export interface RunnerTlsArgs {
     /** Validity of the server and client certificates, in days (config `certificateValidityDays`). */
@@ -34,25 +72,28 @@ export interface RunnerTls {
 /** Creates the CA, server and client certificates of pool `name` as children of `parent`. */
 export function runnerTls(parent: pulumi.Resource, name: string, args: RunnerTlsArgs): RunnerTls {
     const opts = { parent };
+    const profiles = certificateProfiles(name, pulumi.getProject(), args.validityDays);
+    const subject = (p: CertificateProfile) => ({ commonName: p.commonName, organization: p.organization });
     const key = (role: string) => new tls.PrivateKey(`${name}-${role}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, opts);
     const caKey = key("ca");
     const ca = new tls.SelfSignedCert(
         `${name}-ca`,
         {
             privateKeyPem: caKey.privateKeyPem,
-            isCaCertificate: true,
-            allowedUses: ["cert_signing", "crl_signing", "digital_signature"],
-            validityPeriodHours: CA_VALIDITY_HOURS,
-            subject: { commonName: `${name} BuildKit CA`, organization: pulumi.getProject() },
+            isCaCertificate: profiles.ca.isCa,
+            allowedUses: [...profiles.ca.uses],
+            validityPeriodHours: profiles.ca.validityHours,
+            subject: subject(profiles.ca),
         },
         opts,
     );
     const issue = (role: "server" | "client", privateKeyPem: pulumi.Input<string>, dnsNames?: pulumi.Input<pulumi.Input<string>[]>) => {
+        const profile = profiles[role];
         const csr = new tls.CertRequest(
             `${name}-${role}-csr`,
             {
                 privateKeyPem,
-                subject: { commonName: role === "server" ? `buildkitd ${name}` : `ci ${name}`, organization: pulumi.getProject() },
+                subject: subject(profile),
                 dnsNames,
                 ipAddresses: role === "server" ? [...args.serverIpAddresses] : undefined,
             },
@@ -64,9 +105,9 @@ export function runnerTls(parent: pulumi.Resource, name: string, args: RunnerTls
                 certRequestPem: csr.certRequestPem,
                 caPrivateKeyPem: caKey.privateKeyPem,
                 caCertPem: ca.certPem,
-                validityPeriodHours: args.validityDays * 24,
+                validityPeriodHours: profile.validityHours,
                 earlyRenewalHours: EARLY_RENEWAL_HOURS,
-                allowedUses: ["digital_signature", "key_encipherment", role === "server" ? "server_auth" : "client_auth"],
+                allowedUses: [...profile.uses],
             },
             opts,
         );
