@@ -8,28 +8,38 @@
  *   npm run plan -- --stack prod --json plan-prod.json
  *   npm run plan -- --stack prod --json new.json --diff old.json
  *   npm run plan -- --stack custom --config my-stack.yaml   (a stack file outside stacks/)
+ *   npm run plan -- --stack dev --build-outputs build-outputs.json
+ *       (build-outputs.json = `pulumi stack output --json -s build`)
  *
  * IDs, ARNs and digests in the plan are the mocks' placeholders
  * (account 123456789012); inputs are exactly what the program would send.
+ * A stack that follows a build stack (services without `ref`) is planned
+ * against the outputs of serve.buildStack's own stack file (or of
+ * --build-outputs); no other stack file is read. Secrets (`{secure: ...}`
+ * config, secret inputs, secret outputs) never reach the printed plan or the
+ * JSON: they are "[secret]". Paths given on the command line are relative to
+ * where it was run; the program is evaluated in the project root, as the
+ * Pulumi CLI does.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parseDocument } from "yaml";
+import { z } from "zod";
 import { type PolicyResource, type Violation, runPolicies } from "../policy/policies";
+import { PROJECT_ROOT, callerCwd, displayPath, isStackName } from "./lib/cli-paths";
 import {
     type Evaluation,
     type ProgramLoader,
     type Registered,
+    STACKS_DIR,
     evaluate,
     policyResourceOf,
+    projectFile,
     requireProgram,
-    stackFileConfig,
-    stackNames,
 } from "./lib/mock-runtime";
+import { SECRET_STAND_IN } from "./lib/secure-config";
 
-const PROJECT_KEY_BUILD = "ml-infra:build";
-const PROJECT_KEY_SERVE = "ml-infra:serve";
-const SECRET = "[secret]";
+const SECRET = SECRET_STAND_IN;
 
 export interface PlanResource {
     readonly urn: string;
@@ -66,26 +76,141 @@ function sortKeys(value: unknown): unknown {
     return value;
 }
 
-function redact(r: Registered): unknown {
+function redact(r: Registered): Record<string, unknown> {
     return Object.fromEntries(Object.entries(r.inputs).map(([k, v]) => [k, r.secretInputs.includes(k) ? SECRET : v]));
 }
 
-/** The config of a stack file: under stacks/, or any path given with --config. */
-function configOf(stack: string, file?: string): Record<string, unknown> {
-    if (!file) return stackFileConfig(stack);
-    return (parseYaml(fs.readFileSync(file, "utf8")) as { config?: Record<string, unknown> }).config ?? {};
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The outputs with every secret (top-level or nested) replaced by "[secret]", as `pulumi stack output` shows them. */
+export function redactOutputs(outputs: Record<string, unknown>, secretPaths: ReadonlyArray<readonly string[]>): Record<string, unknown> {
+    const copy = structuredClone(outputs);
+    for (const p of [...secretPaths].sort((a, b) => a.length - b.length)) {
+        let cur: unknown = copy;
+        for (const key of p.slice(0, -1)) cur = isRecord(cur) || Array.isArray(cur) ? (cur as Record<string, unknown>)[key] : undefined;
+        const last = p[p.length - 1];
+        if ((isRecord(cur) || Array.isArray(cur)) && last !== undefined && last in cur) (cur as Record<string, unknown>)[last] = SECRET;
+    }
+    return copy;
 }
 
-/** Evaluates a stack (and, if it follows a build stack, that stack first) and checks it against the policy pack. */
-export async function plan(stack: string, configFile?: string, load: ProgramLoader = requireProgram): Promise<Plan> {
-    const config = configOf(stack, configFile);
-    const serve = config[PROJECT_KEY_SERVE] as { services?: Array<{ ref?: string }> } | undefined;
-    let buildOutputs: Record<string, unknown> | undefined;
-    if (serve?.services?.some((s) => s.ref === undefined)) {
-        const buildStack = stackNames().find((s) => PROJECT_KEY_BUILD in stackFileConfig(s));
-        if (buildStack && buildStack !== stack) buildOutputs = (await evaluate(buildStack, {}, load)).outputs;
+/** Every string inside a value. */
+function strings(value: unknown, out: string[] = []): string[] {
+    if (typeof value === "string") out.push(value);
+    else if (Array.isArray(value)) for (const v of value) strings(v, out);
+    else if (isRecord(value)) for (const v of Object.values(value)) strings(v, out);
+    return out;
+}
+
+function valueAtPath(root: unknown, p: readonly string[]): unknown {
+    let cur = root;
+    for (const key of p) cur = isRecord(cur) || Array.isArray(cur) ? (cur as Record<string, unknown>)[key] : undefined;
+    return cur;
+}
+
+/**
+ * Replaces, in text made from unredacted values (policy messages), every
+ * secret string that is not also public in the plan. Short strings are left
+ * alone: they cannot be told apart from ordinary words.
+ */
+function scrubber(ev: Evaluation, publicJson: string): (text: string) => string {
+    const secret = new Set<string>();
+    for (const r of ev.resources) for (const k of r.secretInputs) strings(r.inputs[k], []).forEach((s) => secret.add(s));
+    for (const p of ev.secretOutputPaths) strings(valueAtPath(ev.outputs, p)).forEach((s) => secret.add(s));
+    const hidden = [...secret].filter((s) => s.length >= 8 && s !== SECRET && !publicJson.includes(JSON.stringify(s).slice(1, -1))).sort((a, b) => b.length - a.length);
+    return (text) => hidden.reduce((t, s) => t.split(s).join(SECRET), text);
+}
+
+export interface PlanOptions {
+    /** Where stack files are (default: the project's stacks/). */
+    readonly stacksDir?: string;
+    /** The build stack's outputs (`pulumi stack output --json`), instead of planning serve.buildStack's stack file. */
+    readonly buildOutputs?: Record<string, unknown>;
+}
+
+/** Reads a stack file's `config:`; every error names the file. */
+export function readStackFileConfig(file: string): Record<string, unknown> {
+    const shown = displayPath(file);
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        throw new Error(code === "ENOENT" ? `${shown}: no such stack file` : `${shown}: cannot read it (${code ?? (error as Error).message})`);
     }
-    const ev: Evaluation = await evaluate(stack, { config, buildOutputs }, load);
+    const doc = parseDocument(text, { merge: true, prettyErrors: true });
+    if (doc.errors.length > 0) throw new Error(`${shown} is not valid YAML: ${doc.errors[0].message}`);
+    const file_ = doc.toJS({ maxAliasCount: 1000 }) as unknown;
+    if (file_ === null || file_ === undefined) return {};
+    if (!isRecord(file_)) throw new Error(`${shown} is not a stack file: expected a mapping with a config: section`);
+    const config = file_.config ?? {};
+    if (!isRecord(config)) throw new Error(`${shown}: config is not a mapping`);
+    return config;
+}
+
+/** The stack name in serve.buildStack (`[org/][project/]stack`): its last segment. */
+export function buildStackName(buildStack: string, project: string): string {
+    const parts = buildStack.split("/");
+    if (parts.length === 3 && parts[1] !== project) {
+        throw new Error(`serve.buildStack ${buildStack} is a stack of project ${parts[1]}, not ${project}: its stack file is not here; pass its outputs with --build-outputs <file>`);
+    }
+    return parts[parts.length - 1];
+}
+
+/** Runs `fn` in the project root (as the Pulumi CLI runs a program), then returns to where it was. */
+async function inProjectRoot<T>(fn: () => Promise<T>): Promise<T> {
+    const before = process.cwd();
+    process.chdir(PROJECT_ROOT);
+    try {
+        return await fn();
+    } finally {
+        process.chdir(before);
+    }
+}
+
+/** Adds which stack file an evaluation failed for. */
+async function naming<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+        return await fn();
+    } catch (error) {
+        const e = error as Error;
+        throw new Error(`${what}: ${e.message}`, { cause: error });
+    }
+}
+
+/**
+ * Evaluates a stack (and, if it follows a build stack, that stack's own file
+ * first, unless its outputs are given) and checks it against the policy pack.
+ * `configFile` replaces stacks/Pulumi.<stack>.yaml.
+ */
+export async function plan(stack: string, configFile?: string, load: ProgramLoader = requireProgram, options: PlanOptions = {}): Promise<Plan> {
+    const stacksDir = options.stacksDir ?? STACKS_DIR;
+    if (!configFile && !isStackName(stack)) throw new Error(`--stack ${JSON.stringify(stack)} is not a stack name (letters, digits, "_", ".", "-")`);
+    const file = configFile ? path.resolve(configFile) : path.join(stacksDir, `Pulumi.${stack}.yaml`);
+    const config = readStackFileConfig(file);
+    const project = projectFile().name;
+    const serve = config[`${project}:serve`];
+    const services = isRecord(serve) && Array.isArray(serve.services) ? serve.services : [];
+    let buildOutputs = options.buildOutputs;
+    let buildSecretOutputs: readonly string[] | undefined;
+    if (!buildOutputs && services.some((s) => !isRecord(s) || s.ref === undefined) && isRecord(serve) && typeof serve.buildStack === "string") {
+        const name = buildStackName(serve.buildStack, project);
+        const buildFile = path.join(stacksDir, `Pulumi.${name}.yaml`);
+        const shown = displayPath(buildFile);
+        if (name === stack) throw new Error(`serve.buildStack ${serve.buildStack} is this stack itself (${displayPath(file)})`);
+        if (!isStackName(name)) throw new Error(`serve.buildStack ${serve.buildStack}: ${JSON.stringify(name)} is not a stack name`);
+        if (!fs.existsSync(buildFile)) {
+            throw new Error(`serve.buildStack ${serve.buildStack} of ${displayPath(file)}: no stack file ${shown} to plan it from; pass its outputs with --build-outputs <file>`);
+        }
+        const buildConfig = readStackFileConfig(buildFile);
+        if (!(`${project}:build` in buildConfig)) throw new Error(`${shown} (serve.buildStack of ${displayPath(file)}) has no ${project}:build section`);
+        const built = await naming(`build stack ${name} (${shown})`, () => inProjectRoot(() => evaluate(name, { config: buildConfig }, load)));
+        buildOutputs = built.outputs;
+        buildSecretOutputs = built.secretOutputs;
+    }
+    const ev: Evaluation = await naming(`stack ${stack} (${displayPath(file)})`, () =>
+        inProjectRoot(() => evaluate(stack, { config, buildOutputs, buildSecretOutputs }, load)),
+    );
     const resources = ev.resources.map((r) => ({
         urn: r.urn,
         type: r.type,
@@ -96,8 +221,11 @@ export async function plan(stack: string, configFile?: string, load: ProgramLoad
         retainOnDelete: r.retainOnDelete,
         customTimeouts: r.customTimeouts,
     }));
+    const outputs = redactOutputs(ev.outputs, ev.secretOutputPaths);
+    const scrub = scrubber(ev, stableJson({ resources, outputs }));
     const policyInput: PolicyResource[] = ev.resources.map(policyResourceOf);
-    return { stack, resources, outputs: ev.outputs, violations: runPolicies(policyInput) };
+    const violations = runPolicies(policyInput).map((v) => ({ ...v, message: scrub(v.message), resource: scrub(v.resource) }));
+    return { stack, resources, outputs, violations };
 }
 
 /** The resources as an indented tree (children under their component), then counts per type. */
@@ -139,8 +267,9 @@ export interface PlanDiff {
 }
 
 function deployedRefs(outputs: unknown): Map<string, string> {
-    const deployments = (outputs as { deployments?: Record<string, { ref?: string }> } | undefined)?.deployments ?? {};
-    return new Map(Object.entries(deployments).map(([service, d]) => [service, String(d.ref)]));
+    const deployments = isRecord(outputs) ? outputs.deployments : undefined;
+    if (!isRecord(deployments)) return new Map();
+    return new Map(Object.entries(deployments).map(([service, d]) => [service, String(isRecord(d) ? d.ref : d)]));
 }
 
 /** What changed between two plans: deployed digests by service, resources by URN. */
@@ -197,49 +326,136 @@ export function renderViolations(violations: readonly Violation[]): string {
     ].join("\n");
 }
 
+// ------------------------------------------------------------- plan files
+
+/** What --diff reads: a file written by --json (`violations` and `stack` are optional). */
+const planFileSchema = z.object({
+    stack: z.string().optional(),
+    resources: z.array(
+        z.object({
+            urn: z.string().min(1),
+            type: z.string(),
+            name: z.string(),
+            parent: z.string(),
+            inputs: z.record(z.string(), z.unknown()),
+            protect: z.boolean(),
+            retainOnDelete: z.boolean(),
+            customTimeouts: z.object({ create: z.string(), update: z.string(), delete: z.string() }),
+        }),
+    ),
+    outputs: z
+        .record(z.string(), z.unknown())
+        .refine((o) => o.deployments === undefined || o.deployments === SECRET || isRecord(o.deployments), "deployments must be an object")
+        .default({}),
+});
+
+/** Reads and checks a plan file (--diff); one error names the file and what is wrong. */
+export function readPlanFile(file: string, shown: string = file): Pick<Plan, "resources" | "outputs"> {
+    const what = `--diff ${shown}`;
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch (error) {
+        throw new Error(`${what}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    let json: unknown;
+    try {
+        json = JSON.parse(text);
+    } catch (error) {
+        throw new Error(`${what} is not JSON (${(error as Error).message}); expected a plan written by --json`);
+    }
+    const parsed = planFileSchema.safeParse(json);
+    if (!parsed.success) {
+        const issues = parsed.error.issues.slice(0, 3).map((i) => `${i.path.length ? i.path.map((k) => (typeof k === "number" ? `[${k}]` : `.${String(k)}`)).join("").replace(/^\./, "") : "(the file)"}: ${i.message}`);
+        const more = parsed.error.issues.length > 3 ? ` (and ${parsed.error.issues.length - 3} more)` : "";
+        throw new Error(`${what} is not a plan written by --json: ${issues.join("; ")}${more}`);
+    }
+    return parsed.data;
+}
+
+/** Reads `pulumi stack output --json` of the build stack (--build-outputs). */
+export function readBuildOutputs(file: string, shown: string = file): Record<string, unknown> {
+    const what = `--build-outputs ${shown}`;
+    let json: unknown;
+    try {
+        json = JSON.parse(fs.readFileSync(file, "utf8"));
+    } catch (error) {
+        const e = error as NodeJS.ErrnoException;
+        throw new Error(e instanceof SyntaxError ? `${what} is not JSON (${e.message})` : `${what}: cannot read it (${e.code ?? e.message})`);
+    }
+    if (!isRecord(json)) throw new Error(`${what} is not an object of stack outputs (expected \`pulumi stack output --json -s <build stack>\`)`);
+    if (json.images !== undefined && !isRecord(json.images)) throw new Error(`${what}: "images" is not an object`);
+    return json;
+}
+
+// --------------------------------------------------------------------- CLI
+
 interface Args {
     stack?: string;
     json?: string;
     diff?: string;
     config?: string;
+    "build-outputs"?: string;
 }
+
+const FLAGS = ["--stack", "--json", "--diff", "--config", "--build-outputs"];
+const USAGE = "usage: plan --stack <name> [--config FILE] [--build-outputs FILE] [--json FILE] [--diff OLD.json]";
 
 function parseArgs(argv: readonly string[]): Args {
     const args: Args = {};
     for (let i = 0; i < argv.length; i++) {
         const flag = argv[i];
         const value = argv[i + 1];
-        if (!["--stack", "--json", "--diff", "--config"].includes(flag)) throw new Error(`unknown argument ${flag}`);
+        if (!FLAGS.includes(flag)) throw new Error(`unknown argument ${flag}\n${USAGE}`);
         if (value === undefined || value.startsWith("--")) throw new Error(`${flag} needs a value`);
         args[flag.slice(2) as keyof Args] = value;
         i++;
     }
-    if (!args.stack) throw new Error("usage: plan --stack <name> [--config FILE] [--json FILE] [--diff OLD.json]");
+    if (!args.stack) throw new Error(USAGE);
     return args;
 }
 
-/** Command-line entry point; returns the exit code (1 on a mandatory violation). */
-export async function main(argv: readonly string[], log: (s: string) => void = console.log, load: ProgramLoader = requireProgram): Promise<number> {
+/**
+ * Command-line entry point; returns the exit code (1 on a mandatory
+ * violation). Relative paths are resolved against `cwd` (default: where the
+ * user ran the command). Bad input throws; `cli` turns that into exit code 2.
+ */
+export async function main(
+    argv: readonly string[],
+    log: (s: string) => void = console.log,
+    load: ProgramLoader = requireProgram,
+    cwd: string = callerCwd("plan"),
+): Promise<number> {
     const args = parseArgs(argv);
-    const p = await plan(args.stack as string, args.config, load);
+    const resolve = (p: string) => path.resolve(cwd, p);
+    // Inputs are checked before the (slow) evaluation.
+    const before = args.diff ? readPlanFile(resolve(args.diff), args.diff) : undefined;
+    const buildOutputs = args["build-outputs"] ? readBuildOutputs(resolve(args["build-outputs"]), args["build-outputs"]) : undefined;
+    const p = await plan(args.stack as string, args.config ? resolve(args.config) : undefined, load, { buildOutputs });
     log(renderTree(p));
     log("");
     log(renderViolations(p.violations));
-    if (args.json) fs.writeFileSync(path.resolve(args.json), `${stableJson({ stack: p.stack, resources: p.resources, outputs: p.outputs })}\n`);
-    if (args.diff) {
-        const before = JSON.parse(fs.readFileSync(path.resolve(args.diff), "utf8")) as Pick<Plan, "resources" | "outputs">;
+    if (args.json) fs.writeFileSync(resolve(args.json), `${stableJson({ stack: p.stack, resources: p.resources, outputs: p.outputs })}\n`);
+    if (before) {
         log("");
         log(renderDiff(diffPlans(before, p)));
     }
     return p.violations.length > 0 ? 1 : 0;
 }
 
+/** `main` with errors reported as one line on `error` and exit code 2. */
+export async function cli(
+    argv: readonly string[],
+    io: { log?: (s: string) => void; error?: (s: string) => void; load?: ProgramLoader; cwd?: string } = {},
+): Promise<number> {
+    try {
+        return await main(argv, io.log ?? console.log, io.load ?? requireProgram, io.cwd ?? callerCwd("plan"));
+    } catch (error) {
+        (io.error ?? console.error)(`plan: ${(error as Error).message}`);
+        return 2;
+    }
+}
+
 if (require.main === module) {
-    main(process.argv.slice(2)).then(
-        (code) => process.exit(code),
-        (error: Error) => {
-            console.error(`plan: ${error.message}`);
-            process.exit(2);
-        },
-    );
+    cli(process.argv.slice(2)).then((code) => process.exit(code));
 }

@@ -9,15 +9,25 @@ import { ROOT, STACKS_DIR, importProgram, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 describe.each(stackNames())("offline plan of %s", (stack) => {
-    it("passes the policy pack, prints a tree with counts, and is deterministic", async () => {
-        const first = await plan(stack, undefined, importProgram);
-        expect(first.violations).toEqual([]);
-        const tree = renderTree(first);
-        expect(tree.split("\n")[0]).toBe(`stack ${stack}: ${first.resources.length} resources`);
+    it("passes the policy pack, prints a tree with counts, is deterministic, and writes no secret to --json", async () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "plan-json-"));
+        const log: string[] = [];
+        expect(await main(["--stack", stack, "--json", "plan.json"], (l) => log.push(l), importProgram, dir)).toBe(0);
+        const written = fs.readFileSync(path.join(dir, "plan.json"), "utf8");
+        const tree = log[0];
+        expect(tree.split("\n")[0]).toMatch(new RegExp(`^stack ${stack}: \\d+ resources$`));
         expect(tree).toMatch(/count {2}type\n/);
+        expect(log).toContain("policy pack: no violations");
         const second = await plan(stack, undefined, importProgram);
-        expect(stableJson(second)).toBe(stableJson(first));
-        expect(stableJson(first)).not.toContain("mock-ecr-password");
+        expect(second.violations).toEqual([]);
+        expect(renderTree(second)).toBe(tree);
+        expect(written).toBe(`${stableJson({ stack: second.stack, resources: second.resources, outputs: second.outputs })}\n`);
+        // Secrets: registry passwords (inputs) and runner client keys (the `runners` output).
+        for (const text of [written, log.join("\n")]) {
+            expect(text).not.toContain("mock-ecr-password");
+            expect(text).not.toContain("PRIVATE KEY");
+            expect(text).not.toMatch(/mock-runners-\w+-client-key/);
+        }
     });
 });
 

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
+import { cliValues, encodeConfigValue } from "./secure-config";
 
 export const ROOT = path.resolve(__dirname, "..", "..");
 export const STACKS_DIR = path.join(ROOT, "stacks");
@@ -41,6 +42,8 @@ export interface Evaluation {
     readonly outputs: Record<string, unknown>;
     /** Stack outputs that are Pulumi secrets. */
     readonly secretOutputs: readonly string[];
+    /** Paths (keys from the top) of every value in the outputs that is a Pulumi secret, nested ones included. */
+    readonly secretOutputPaths: ReadonlyArray<readonly string[]>;
     /** Resources of one type. */
     ofType(type: string): Registered[];
 }
@@ -50,6 +53,10 @@ export interface EvaluateOptions {
     readonly config?: Record<string, unknown>;
     /** What the build stack exports, for environments that follow it through a StackReference. */
     readonly buildOutputs?: Record<string, unknown>;
+    /** Which of `buildOutputs` are secrets (the StackReference reports them as secret outputs). */
+    readonly buildSecretOutputs?: readonly string[];
+    /** Config keys the Pulumi CLI would mark secret (default: those of `config` holding `{secure: ...}` values). */
+    readonly secretKeys?: readonly string[];
     readonly preview?: boolean;
 }
 
@@ -86,25 +93,33 @@ export function stackFileConfig(stack: string): Record<string, unknown> {
     return file.config ?? {};
 }
 
-/** The config map the Pulumi CLI would hand the program: project defaults, then the stack's values. */
+/**
+ * The config map the Pulumi CLI would hand the program: project defaults, then
+ * the stack's values. Secret values (`{secure: ...}`, which need the stack's
+ * secrets provider) become stand-ins: "[secret]" (see ./secure-config).
+ */
 export function cliConfig(stackConfig: Record<string, unknown>): Record<string, string> {
     const project = projectFile();
     const out: Record<string, string> = {};
-    const encode = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
     for (const [key, decl] of Object.entries(project.config ?? {})) {
         const full = key.includes(":") ? key : `${project.name}:${key}`;
         const v = decl.value ?? decl.default;
-        if (v !== undefined) out[full] = encode(v);
+        if (v !== undefined) out[full] = encodeConfigValue(v);
     }
-    for (const [key, v] of Object.entries(stackConfig)) out[key] = encode(v);
+    Object.assign(out, cliValues(stackConfig, project.name).values);
     return out;
+}
+
+/** The config keys the Pulumi CLI marks secret: every key holding a `{secure: ...}` value, at any depth. */
+export function cliSecretKeys(stackConfig: Record<string, unknown>): string[] {
+    return cliValues(stackConfig, projectFile().name).secretKeys;
 }
 
 function fakeDigest(...parts: unknown[]): string {
     return `sha256:${createHash("sha256").update(JSON.stringify(parts)).digest("hex")}`;
 }
 
-function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown): Record<string, unknown> {
+function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown, buildSecretOutputs: readonly string[] = []): Record<string, unknown> {
     const state = { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
     switch (type) {
         case "aws:ecr/repository:Repository":
@@ -131,16 +146,16 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>, 
         case "tls:index/locallySignedCert:LocallySignedCert":
             return { ...state, certPem: `-----BEGIN CERTIFICATE-----\nmock-${name}\n-----END CERTIFICATE-----\n` };
         case "pulumi:pulumi:StackReference":
-            return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [] };
+            return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [...buildSecretOutputs] };
         default:
             return state;
     }
 }
 
-const mocksFor = (buildOutputs: unknown): pulumi.runtime.Mocks => ({
+const mocksFor = (buildOutputs: unknown, buildSecretOutputs?: readonly string[]): pulumi.runtime.Mocks => ({
     newResource: (args) => ({
         id: `${args.name}-id`,
-        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, buildOutputs),
+        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, buildOutputs, buildSecretOutputs),
     }),
     call: (args) => {
         const inputs = args.inputs as Record<string, unknown>;
@@ -187,15 +202,23 @@ export function waitForRPCs(): Promise<void> {
     return (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs();
 }
 
-/** Resolves every Output inside a value (exports are nested records of Outputs). */
-async function settle(value: unknown): Promise<unknown> {
+/**
+ * Resolves every Output inside a value (exports are nested records of Outputs),
+ * telling `onSecret` the path of each Output that is a secret.
+ */
+async function settle(value: unknown, at: readonly string[] = [], onSecret: (path: readonly string[]) => void = () => undefined): Promise<unknown> {
     if (pulumi.Output.isInstance(value)) {
         // Output.promise() is internal, but unlike apply() it rejects when the value failed.
-        return settle(await (value as unknown as { promise(): Promise<unknown> }).promise());
+        const [secret, resolved] = await Promise.all([
+            (value as unknown as { isSecret: Promise<boolean> }).isSecret,
+            (value as unknown as { promise(): Promise<unknown> }).promise(),
+        ]);
+        if (secret) onSecret(at);
+        return settle(resolved, at, onSecret);
     }
-    if (Array.isArray(value)) return Promise.all(value.map(settle));
+    if (Array.isArray(value)) return Promise.all(value.map((v, i) => settle(v, [...at, String(i)], onSecret)));
     if (value !== null && typeof value === "object") {
-        const entries = await Promise.all(Object.entries(value).map(async ([k, v]) => [k, await settle(v)] as const));
+        const entries = await Promise.all(Object.entries(value).map(async ([k, v]) => [k, await settle(v, [...at, k], onSecret)] as const));
         return Object.fromEntries(entries);
     }
     return value;
@@ -212,14 +235,14 @@ export async function runUnderMocks(
     stack: string,
     config: Record<string, string>,
     program: () => unknown,
-    options: Pick<EvaluateOptions, "buildOutputs" | "preview"> = {},
+    options: Pick<EvaluateOptions, "buildOutputs" | "buildSecretOutputs" | "secretKeys" | "preview"> = {},
 ): Promise<Evaluation> {
     const project = projectFile().name;
     const resources: Registered[] = [];
     const thisRun = ++serial;
 
-    pulumi.runtime.setAllConfig(config);
-    await pulumi.runtime.setMocks(mocksFor(options.buildOutputs), project, stack, options.preview ?? false);
+    pulumi.runtime.setAllConfig(config, [...(options.secretKeys ?? [])]);
+    await pulumi.runtime.setMocks(mocksFor(options.buildOutputs, options.buildSecretOutputs), project, stack, options.preview ?? false);
     const monitor = pulumi.runtime.getMonitor() as unknown as MonitorLike;
     const rpc = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as RpcInternals;
     const capture =
@@ -265,16 +288,17 @@ export async function runUnderMocks(
     const returned = await program();
     const outputs: Record<string, unknown> = {};
     const secretOutputs: string[] = [];
+    const secretOutputPaths: string[][] = [];
     if (returned !== null && typeof returned === "object") {
         for (const [key, value] of Object.entries(returned)) {
             if (value === undefined) continue;
-            outputs[key] = await settle(value);
+            outputs[key] = await settle(value, [key], (p) => secretOutputPaths.push([...p]));
             if (pulumi.Output.isInstance(value) && (await (value as unknown as { isSecret: Promise<boolean> }).isSecret)) secretOutputs.push(key);
         }
     }
     await waitForRPCs();
     resources.sort((a, b) => a.urn.localeCompare(b.urn));
-    return { resources, outputs, secretOutputs, ofType: (type) => resources.filter((r) => r.type === type) };
+    return { resources, outputs, secretOutputs, secretOutputPaths, ofType: (type) => resources.filter((r) => r.type === type) };
 }
 
 /** Loads the program's main module afresh and returns its exports. */
@@ -292,8 +316,9 @@ export const requireProgram: ProgramLoader = async () => {
 
 /** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
 export async function evaluate(stack: string, options: EvaluateOptions = {}, load: ProgramLoader = requireProgram): Promise<Evaluation> {
-    const config = cliConfig(options.config ?? stackFileConfig(stack));
-    return runUnderMocks(stack, config, load, options);
+    const stackConfig = options.config ?? stackFileConfig(stack);
+    const config = cliConfig(stackConfig);
+    return runUnderMocks(stack, config, load, { ...options, secretKeys: options.secretKeys ?? cliSecretKeys(stackConfig) });
 }
 
 /** A registered resource as the policy pack sees it (type, name, URN, inputs, property dependencies). */
