@@ -110,14 +110,16 @@ export class TargetImage extends pulumi.ComponentResource {
         );
         this.built = pulumi
             .all([args.repositoryUrl, args.cacheRepositoryUrl, this.image.digest])
-            .apply(([url, cacheUrl, digest]) => ({
-                ref: digestRef(url, digest),
-                digest,
-                tag: `${url}:${releaseTag(args.version, target.name)}`,
-                cacheRef: `${cacheUrl}:${cacheTag(target.name)}`,
-                platform: target.platform,
-                pool: target.pool,
-            }));
+            .apply(([url, cacheUrl, digest]) =>
+                untilBuilt(digest, () => ({
+                    ref: digestRef(url, digest),
+                    digest,
+                    tag: `${url}:${releaseTag(args.version, target.name)}`,
+                    cacheRef: `${cacheUrl}:${cacheTag(target.name)}`,
+                    platform: target.platform,
+                    pool: target.pool,
+                })),
+            );
         this.ref = this.built.apply((b) => b.ref);
 
         this.registerOutputs({ tag: this.tag, ref: this.ref, cacheRef: this.cacheRef });
@@ -157,7 +159,20 @@ export class MultiArchImage extends pulumi.ComponentResource {
             },
             { parent: this },
         );
-        this.ref = pulumi.all([args.repositoryUrl, this.index.ref]).apply(([url, ref]) => digestRef(url, ref.slice(ref.indexOf("@") + 1)));
+        this.ref = pulumi
+            .all([args.repositoryUrl, this.index.ref])
+            .apply(([url, ref]) => untilBuilt(ref, () => digestRef(url, ref.slice(ref.indexOf("@") + 1))));
         this.registerOutputs({ ref: this.ref });
     }
+}
+
+/**
+ * What a build produces, once it is known. When a preview plans to rebuild an
+ * image, the docker-build provider reports its digest as "" (not as unknown):
+ * then the value is unknown, as it truly is until `pulumi up` builds it. An
+ * empty digest after a real build is an error (digestRef says so).
+ */
+function untilBuilt<T>(digest: string, value: () => T): pulumi.Output<T> {
+    if (digest === "" && pulumi.runtime.isDryRun()) return pulumi.output(pulumi.unknown) as unknown as pulumi.Output<T>;
+    return pulumi.output(value()) as pulumi.Output<T>;
 }
