@@ -180,19 +180,20 @@ function refuseAliasesAndAnchors(steps: readonly Step[], destName: string, what:
     }
 }
 
-/** Every merge key (`<<`) inside `node`, with where it is. */
-function mergeKeys(node: unknown, at: string, seen = new Set<unknown>()): Array<{ at: string; offset: number }> {
-    if (seen.has(node)) return [];
-    seen.add(node);
+/** Every merge key (`<<`) inside `node` (aliases followed), with where it is. */
+function mergeKeys(node: unknown, at: string, resolve: (n: unknown) => unknown, seen = new Set<unknown>()): Array<{ at: string; offset: number }> {
+    const target = resolve(node);
+    if (seen.has(target)) return [];
+    seen.add(target);
     const found: Array<{ at: string; offset: number }> = [];
-    if (isMap(node)) {
-        for (const p of node.items) {
+    if (isMap(target)) {
+        for (const p of target.items) {
             const key = isScalar(p.key) ? String(p.key.value) : "?";
             if (key === "<<") found.push({ at, offset: (p.key as Scalar).range?.[0] ?? 0 });
-            found.push(...mergeKeys(p.value, `${at}.${key}`, seen));
+            found.push(...mergeKeys(p.value, `${at}.${key}`, resolve, seen));
         }
-    } else if (isSeq(node)) {
-        node.items.forEach((item, i) => found.push(...mergeKeys(item, `${at}[${i}]`, seen)));
+    } else if (isSeq(target)) {
+        target.items.forEach((item, i) => found.push(...mergeKeys(item, `${at}[${i}]`, resolve, seen)));
     }
     return found;
 }
@@ -276,7 +277,7 @@ function destination(text: string, project: string, destName: string): Destinati
             }
         }
     }
-    const merges = mergeKeys(services, `${project}:serve.services`);
+    const merges = mergeKeys(services, `${project}:serve.services`, resolve);
     if (merges.length > 0) {
         const m = merges[0];
         throw new Error(
@@ -312,7 +313,7 @@ function editAt(
 ): Edit {
     const steps: Step[] = [...containerSteps];
     let map: YAMLMap = container;
-    let inFlow = container.flow === true || false;
+    let inFlow = container.flow === true;
     for (const [i, key] of keys.entries()) {
         const at = `${keyPrefix}.${keys.slice(0, i + 1).join(".")}`;
         const pair = pairOf(map, key);

@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { callerCwd } from "../scripts/lib/cli-paths";
 import { buildStackName, main, plan } from "../scripts/plan";
 import { STACKS_DIR, importProgram } from "./harness";
 import { PROJECT } from "./fixtures";
@@ -104,5 +105,13 @@ describe("the plan runs from any working directory", () => {
         expect(log[0].split("\n")[0]).toMatch(/^stack local: \d+ resources$/);
         const written = JSON.parse(fs.readFileSync(path.join(cwd, "out.json"), "utf8")) as { resources: Array<{ type: string }> };
         expect(written.resources.some((r) => r.type === "docker-build:index:Image")).toBe(true);
+    });
+
+    it("takes the caller's directory from npm (INIT_CWD) only when run as that very npm script", () => {
+        const dir = tmp("plan-caller-");
+        expect(callerCwd("plan", { INIT_CWD: dir, npm_lifecycle_event: "plan" })).toBe(dir);
+        expect(callerCwd("promote", { INIT_CWD: dir, npm_lifecycle_event: "promote" })).toBe(dir);
+        expect(callerCwd("plan", { INIT_CWD: dir, npm_lifecycle_event: "test" })).toBe(process.cwd());
+        expect(callerCwd("plan", {})).toBe(process.cwd());
     });
 });

@@ -87,6 +87,8 @@ describe("secret outputs and inputs in the offline plan", () => {
     /** A program with secrets in every place an output can hold one, and a policy violation about a secret input. */
     const program: ProgramLoader = async () => {
         new aws.vpc.SecurityGroupIngressRule("open", { securityGroupId: "sg-0123456789abcdef0", cidrIpv4: pulumi.secret("0.0.0.0/0"), ipProtocol: "tcp", fromPort: 22, toPort: 22 });
+        // A secret nested inside an input: the whole input is a secret.
+        new aws.ssm.Parameter("param", { type: "String", value: "public", tags: { team: "ml", token: pulumi.secret("nested-secret-tag-value") } });
         return {
             whole: pulumi.secret({ clientKey: PEM, pool: "amd64" }),
             nested: { clientKey: pulumi.secret(PEM), url: pulumi.output("https://example.internal") },
@@ -112,6 +114,7 @@ describe("secret outputs and inputs in the offline plan", () => {
             expect(text).not.toContain("secret-in-a-list");
             expect(text).not.toContain("derived-value");
             expect(text).not.toContain("0.0.0.0/0");
+            expect(text).not.toContain("nested-secret-tag-value");
         }
         // The policy pack still judged the real value; its message shows it as [secret].
         expect(log).toMatch(/\[no-open-ingress\] .*open to the internet \(\[secret\]\)/);
