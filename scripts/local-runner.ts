@@ -32,7 +32,7 @@ import {
     opensslSubject,
     standInGpuCdiSpec,
 } from "../components/local/runner";
-import type { CertificateProfile } from "../components/build/runners/tls";
+import type { CertificateProfile } from "../components/runners/certificates";
 
 const ROOT = path.resolve(__dirname, "..");
 const PROJECT = "ml-infra";

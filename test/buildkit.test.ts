@@ -11,12 +11,12 @@ import fc from "fast-check";
 import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { CLOUDWATCH_AGENT_CONFIG_PATH, cloudWatchAgentConfig, MAX_USER_DATA_BYTES, type CloudInitOptions, bootstrapScript, buildkitdUnit, cloudConfig, cloudInit, renderUnit } from "../components/build/runners/boot";
-import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, NVIDIA_CDI_SPEC, OS_RESERVE_GIB, TLS_PATHS, type BuildkitdOptions, buildkitImageProblem, buildkitImageRef, buildkitdConfig, gcPolicies, registryMirrors, renderBuildkitdToml } from "../components/build/runners/buildkitd";
-import { MULTIARCH_BUILDER, builderName, buildxCreateCommands, certInstallCommands, multiNodeBuilderCommands, scaleUpCommand, waitHealthyCommand } from "../components/build/runners/ci";
-import { type TomlTable, toToml } from "../components/build/runners/toml";
+import { CLOUDWATCH_AGENT_CONFIG_PATH, cloudWatchAgentConfig, MAX_USER_DATA_BYTES, type CloudInitOptions, bootstrapScript, buildkitdUnit, cloudConfig, cloudInit, renderUnit } from "../components/runners/boot";
+import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, NVIDIA_CDI_SPEC, OS_RESERVE_GIB, TLS_PATHS, type BuildkitdOptions, buildkitImageProblem, buildkitImageRef, buildkitdConfig, gcPolicies, registryMirrors, renderBuildkitdToml } from "../components/runners/buildkitd";
+import { MULTIARCH_BUILDER, builderName, buildxCreateCommands, certInstallCommands, multiNodeBuilderCommands, scaleUpCommand, waitHealthyCommand } from "../components/runners/ci";
+import { type TomlTable, toToml } from "../components/runners/toml";
 import { poolPlatform } from "../components/shared/hardware";
-import { MIN_VOLUME_GIB } from "../components/build/runners/schema";
+import { MIN_VOLUME_GIB } from "../components/runners/schema";
 import { POOLS, type Pool } from "../components/shared/hardware";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";

@@ -1,6 +1,6 @@
 /** Build visibility: the dashboard names every pool and repository; pushes are counted per repository. */
 import { beforeAll, describe, expect, it } from "vitest";
-import { RUNNER_METRICS_NAMESPACE, cloudWatchAgentConfig } from "../components/build/runners/boot";
+import { RUNNER_METRICS_NAMESPACE, cloudWatchAgentConfig } from "../components/runners/boot";
 import type { BuildConfig } from "../components/build/schema";
 import { dashboardBody, pushEventPattern } from "../components/build/dashboard";
 import { type Evaluation, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";

@@ -14,7 +14,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../components/shared/problems";
 import { releaseLifecyclePolicy } from "../components/build/lifecycle";
-import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/build/pullthrough";
+import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/registry/pullthrough";
 import { isDigestRef } from "../components/shared/image-refs";
 import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/shared/hardware";
 import { runPolicies } from "../policy/policies";

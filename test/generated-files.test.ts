@@ -13,7 +13,7 @@ import * as path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { BUILDKITD_TOML_PATH } from "../components/build/runners/buildkitd";
+import { BUILDKITD_TOML_PATH } from "../components/runners/buildkitd";
 import { iamDocumentProblems } from "../policy/iam-grammar";
 import { type Evaluation, ROOT, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
 

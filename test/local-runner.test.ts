@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
-import { certificateProfiles } from "../components/build/runners/tls";
+import { certificateProfiles } from "../components/runners/certificates";
 import {
     LOCAL_RUNNER,
     LOCAL_SERVER_NAMES,

@@ -6,13 +6,13 @@
 import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { BUILDKITD_TOML_PATH, TLS_PATHS } from "../components/build/runners/buildkitd";
-import { ec2AssumeRolePolicy, runnerPolicy } from "../components/build/runners/iam";
+import { BUILDKITD_TOML_PATH, TLS_PATHS } from "../components/runners/buildkitd";
+import { ec2AssumeRolePolicy, runnerPolicy } from "../components/runners/iam";
 import type { PolicyDocument, PolicyStatement } from "../components/shared/iam";
 import { parseRegistryHost } from "../components/shared/image-refs";
-import { BuildRunnerPool, IDLE_EXPRESSION, MAX_POOL_NAME_LENGTH, type RunnerSummary, ciIngressSources, multiArchBuilder, runnerSummaries } from "../components/build/runners/pool";
-import { checkRunners } from "../components/build/runners/checks";
-import { DEFAULT_AMI_PARAMETERS, type RunnersConfig, runnersSchema } from "../components/build/runners/schema";
+import { BuildRunnerPool, IDLE_EXPRESSION, MAX_POOL_NAME_LENGTH, type RunnerSummary, ciIngressSources, multiArchBuilder, runnerSummaries } from "../components/runners/pool";
+import { checkRunners } from "../components/runners/checks";
+import { DEFAULT_AMI_PARAMETERS, type RunnersConfig, runnersSchema } from "../components/runners/schema";
 import { isGraviton, isNvidiaX86 } from "../components/shared/instance-types";
 import { CATALOG, POOLS, type HardwareTarget, type Pool, resolveTarget } from "../components/shared/hardware";
 import { pullThroughPrefixes } from "../components/build/checks";

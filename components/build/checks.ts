@@ -8,8 +8,8 @@ import { type Report, within } from "../shared/problems";
 import { CREDENTIAL_ARG_RE, resolveTargets } from "../shared/target-config";
 import { LOCAL_RUNNER } from "../local/runner";
 import { chainProblems } from "./chains";
-import { enabledUpstreams } from "./pullthrough";
-import { checkRunners } from "./runners/checks";
+import { enabledUpstreams } from "../registry/pullthrough";
+import { checkRunners } from "../runners/checks";
 import type { BuildConfig, RegistryConfig } from "./schema";
 
 /** What the build checks need besides the section. */

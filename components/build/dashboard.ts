@@ -7,7 +7,7 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { RUNNER_METRICS_NAMESPACE } from "./runners/boot";
+import { RUNNER_METRICS_NAMESPACE } from "../runners/boot";
 import type { Pool } from "../shared/hardware";
 
 export interface DashboardPool {

@@ -17,7 +17,7 @@ import type { RegistryConfig } from "./schema";
 import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
 import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
 import { dataResourceOptions } from "../shared/protection";
-import { type UpstreamKey, enabledUpstreams } from "./pullthrough";
+import { type UpstreamKey, enabledUpstreams } from "../registry/pullthrough";
 
 export interface ImageRegistryArgs {
     /** Repository namespace, e.g. `ml` (config `build.repositoryPrefix`, default `ml`). */

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { name, strict, stringMap } from "../shared/schema";
 import { targetsSchema } from "../shared/target-config";
-import { runnersSchema } from "./runners/schema";
+import { runnersSchema } from "../runners/schema";
 
 const pullThroughSecret = strict({
     secretName: z

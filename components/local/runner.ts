@@ -3,20 +3,20 @@
  * the `local` stack builds with a real BuildKit exactly as the build stack
  * does on its pools. The same code as the pools' makes its parts:
  *
- * - buildkitd.toml: `buildkitdConfig` (build/runners/buildkitd.ts) with a
+ * - buildkitd.toml: `buildkitdConfig` (runners/buildkitd.ts) with a
  *   layout under a state directory, listening on 127.0.0.1 only, the local
  *   registry over plain HTTP, CDI with the same auto-allowed GPU kind;
- * - certificates: `certificateProfiles` (build/runners/tls.ts), issued here
+ * - certificates: `certificateProfiles` (runners/certificates.ts), issued here
  *   with openssl (the pools issue them with @pulumi/tls);
- * - the buildx builder: `buildxCreateCommands` (build/runners/ci.ts), the
+ * - the buildx builder: `buildxCreateCommands` (runners/ci.ts), the
  *   remote driver with mutual TLS.
  *
  * scripts/local-runner.ts runs what this module decides.
  */
 import type { Pool } from "../shared/hardware";
-import { type BuildkitdLayout, NVIDIA_GPU_DEVICE_KIND, renderBuildkitdToml } from "../build/runners/buildkitd";
-import { type BuilderNode, buildxCreateCommands } from "../build/runners/ci";
-import { type CertificateProfile, type CertificateProfiles, type KeyUse, certificateProfiles } from "../build/runners/tls";
+import { type BuildkitdLayout, NVIDIA_GPU_DEVICE_KIND, renderBuildkitdToml } from "../runners/buildkitd";
+import { type BuilderNode, buildxCreateCommands } from "../runners/ci";
+import { type CertificateProfile, type CertificateProfiles, type KeyUse, certificateProfiles } from "../runners/certificates";
 
 /** The local runner's defaults: its builder name (the local stack's `build.builder`) and port. */
 export const LOCAL_RUNNER = { builder: "ml-local", port: 1234, stateDir: "/var/lib/ml-infra/local-runner", validityDays: 365 } as const;

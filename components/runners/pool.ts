@@ -25,11 +25,11 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { type Platform, type Pool, poolPlatform } from "../../shared/hardware";
-import { parseRegistryHost } from "../../shared/image-refs";
-import { IMDSV2_ONLY, encryptedRootVolume, privateNetworkInterfaces } from "../../shared/launch-template";
-import { privateLoadBalancer } from "../../shared/private-load-balancer";
-import { dataResourceOptions } from "../../shared/protection";
+import { type Platform, type Pool, poolPlatform } from "../shared/hardware";
+import { parseRegistryHost } from "../shared/image-refs";
+import { IMDSV2_ONLY, encryptedRootVolume, privateNetworkInterfaces } from "../shared/launch-template";
+import { privateLoadBalancer } from "../shared/private-load-balancer";
+import { dataResourceOptions } from "../shared/protection";
 import { cloudInit } from "./boot";
 import { buildkitImageRef, upstreamKeysOf } from "./buildkitd";
 import {

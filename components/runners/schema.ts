@@ -4,8 +4,8 @@
  * and how they scale to zero. Every field says its default.
  */
 import { z } from "zod";
-import type { Pool } from "../../shared/hardware";
-import { LOG_RETENTION_DAYS, cidr, imageRef, instanceType, logRetentionDays, securityGroupId, strict } from "../../shared/schema";
+import type { Pool } from "../shared/hardware";
+import { LOG_RETENTION_DAYS, cidr, imageRef, instanceType, logRetentionDays, securityGroupId, strict } from "../shared/schema";
 
 // ------------------------------------------------------------------ runners
 

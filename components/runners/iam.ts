@@ -8,8 +8,8 @@
  * its own log group, and read its own TLS key parameter. SSM core access
  * comes from the AWS managed policy, attached by ARN.
  */
-import type { PolicyDocument, PolicyStatement } from "../../shared/iam";
-import type { RegistryLocation } from "../../shared/image-refs";
+import type { PolicyDocument, PolicyStatement } from "../shared/iam";
+import type { RegistryLocation } from "../shared/image-refs";
 
 /** Pull (and layer check) on a repository. */
 export const ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"] as const;

@@ -5,7 +5,7 @@
  * config and the cloud-init user data that writes them all.
  */
 import { stringify as toYaml } from "yaml";
-import type { Pool } from "../../shared/hardware";
+import type { Pool } from "../shared/hardware";
 import { shellQuote } from "./shell";
 import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, type BuildkitdOptions, NVIDIA_CDI_SPEC, TLS_PATHS, renderBuildkitdToml } from "./buildkitd";
 

@@ -5,9 +5,9 @@
  * pointing at the ECR pull-through cache, CDI for the gpu pool) and the
  * BuildKit image the runners take the binaries from.
  */
-import { type Pool, poolPlatform } from "../../shared/hardware";
-import { isEcrHost } from "../../shared/image-refs";
-import { UPSTREAMS, type UpstreamKey, parseImage, resolveThroughCache } from "../pullthrough";
+import { type Pool, poolPlatform } from "../shared/hardware";
+import { isEcrHost } from "../shared/image-refs";
+import { UPSTREAMS, type UpstreamKey, parseImage, resolveThroughCache } from "../registry/pullthrough";
 import { toToml } from "./toml";
 
 // -------------------------------------------------------------------- paths

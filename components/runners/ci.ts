@@ -3,7 +3,7 @@
  * commands that raise a pool, wait for it, write its client certificate and
  * create its remote-driver builder.
  */
-import { type Pool, poolPlatform } from "../../shared/hardware";
+import { type Pool, poolPlatform } from "../shared/hardware";
 import { shellQuote } from "./shell";
 
 /** Name of the buildx builder CI creates for a pool (the TargetImage `builder`). */

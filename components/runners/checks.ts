@@ -3,9 +3,9 @@
  * instance types per pool kind, volumes, AMIs, and that every target's pool
  * exists. Runs once, when the stack config is loaded.
  */
-import { type HardwareTarget, POOLS, type Pool } from "../../shared/hardware";
-import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "../../shared/instance-types";
-import type { Report } from "../../shared/problems";
+import { type HardwareTarget, POOLS, type Pool } from "../shared/hardware";
+import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "../shared/instance-types";
+import type { Report } from "../shared/problems";
 import { buildkitImageProblem } from "./buildkitd";
 import { MIN_VOLUME_GIB, type RunnersConfig, SOURCE_BUILD_MIN_VOLUME_GIB } from "./schema";
 
