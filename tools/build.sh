@@ -24,7 +24,7 @@ repo="$(cd "$here/.." && pwd)"
 versions_file="$here/versions.json"
 tools_dir="${ML_INFRA_TOOLS_DIR:-${HOME:?HOME is not set}/.cache/ml-infra/tools}"
 
-all_tools=(pulumi pulumi-language-nodejs docker-build buildkit buildx docker tls)
+all_tools=(pulumi pulumi-language-nodejs docker-build buildkit dockerfile-frontend buildx docker tls)
 
 usage() {
     sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -147,10 +147,12 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
 #   R_REPLACE  "old => new version"     R_EXCLUDE  "module version" lines
 #   R_PKGS     "package binary" lines   R_TAGS     build tags
 #   R_LDFLAGS  linker flags             R_SRC      directory of our own Go sources (module root)
+#   R_ENV      extra build environment (e.g. CGO_ENABLED=0 for a static binary)
+#   R_TAGFILE  "module file": R_TAGS must equal the build tags listed in this file of that module
 #   R_STUBS    "module dir" lines: modules the proxy refuses, replaced by our own stand-ins (tools/stubs)
 #   R_CHECK    "binary arg... ; expected substring" smoke test (optional)
 recipe() {
-    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_STUBS="" R_CHECK=""
+    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_STUBS="" R_CHECK="" R_ENV="" R_TAGFILE=""
     local pv="${V[pulumi.version]}"
     case "$1" in
     pulumi)
@@ -210,6 +212,24 @@ github.com/moby/buildkit/cmd/buildctl buildctl"
         R_CHECK="buildkitd --version;v$v
 buildctl --version;v$v"
         ;;
+    dockerfile-frontend)
+        # The Dockerfile frontend BuildKit ships, from the same buildkit module, with the build
+        # tags of its channel (labs: RUN --device, --security, COPY --parents, --exclude), static
+        # like the upstream image's binary. scripts/docker-env.sh packages it as the image
+        # docker/dockerfile:<version>-<channel> in the local registry (docker.io mirrors to it).
+        local bv="${V[buildkit.version]}" fv="${V[dockerfile-frontend.version]}-${V[dockerfile-frontend.channel]}"
+        R_VERSION="$fv"
+        R_REQUIRE="github.com/moby/buildkit v$bv"
+        R_EXCLUDE="github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc
+github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2"
+        R_PKGS="github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend dockerfile-frontend"
+        R_TAGS="${V[dockerfile-frontend.tags]},netgo,static_build,osusergo"
+        R_TAGFILE="github.com/moby/buildkit frontend/dockerfile/release/${V[dockerfile-frontend.channel]}/tags"
+        R_ENV="CGO_ENABLED=0"
+        local pkg=github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend
+        R_LDFLAGS="-s -w -X main.Version=$fv -X main.Revision=buildkit-v$bv -X main.Package=$pkg"
+        R_CHECK="dockerfile-frontend -version;$pkg $fv"
+        ;;
     buildx)
         local v="${V[buildx.version]}"
         R_VERSION="$v"
@@ -241,7 +261,7 @@ recipe_key() {
     local tool="$1" h
     h="$(
         {
-            printf '%s\n' "$tool" "$go_version" "$R_VERSION" "$R_REQUIRE" "$R_REPLACE" "$R_EXCLUDE" "$R_PKGS" "$R_TAGS" "$R_LDFLAGS"
+            printf '%s\n' "$tool" "$go_version" "$R_VERSION" "$R_REQUIRE" "$R_REPLACE" "$R_EXCLUDE" "$R_PKGS" "$R_TAGS" "$R_LDFLAGS" ${R_ENV:+"$R_ENV"}
             local dirs=() mod dir
             [[ -n "$R_SRC" ]] && dirs+=("$R_SRC")
             while read -r mod dir; do
@@ -300,6 +320,15 @@ build() {
         cd "$tmp/src"
         set -x
         go mod tidy
+        if [[ -n "$R_TAGFILE" ]]; then
+            read -r mod file <<<"$R_TAGFILE"
+            want="$(tr -s ' \n' ',,' <"$(go list -m -f '{{.Dir}}' "$mod")/$file" | sed 's/,$//')"
+            [[ ",$R_TAGS," == *",$want,"* ]] || { echo "build tags $R_TAGS do not match $mod/$file: $want" >&2; exit 1; }
+        fi
+        if [[ -n "$R_ENV" ]]; then
+            read -r -a build_env <<<"$R_ENV" # NAME=value words
+            export "${build_env[@]}"
+        fi
         while read -r pkg bin; do
             [[ -n "$pkg" ]] || continue
             go build ${R_TAGS:+-tags "$R_TAGS"} -ldflags "$R_LDFLAGS" -o "$tmp/$bin" "$pkg"
@@ -351,7 +380,8 @@ for tool in "${all_tools[@]}"; do
     dest="$tools_dir/store/$tool/$key"
     t0="$(now)"
     status=""
-    if ((force == 0)) && complete "$dest"; then
+    # --force rebuilds the selected tools; the others are reused as they are.
+    if complete "$dest" && { ((force == 0)) || ! selected "$tool"; }; then
         status="reused"
     elif selected "$tool"; then
         if build "$tool" "$dest" && check "$dest"; then
