@@ -8,8 +8,12 @@
 #   4. the base image 127.0.0.1:5000/debian:bookworm-slim, made with debootstrap
 #      from the Debian mirror in /etc/apt and slimmed like the official image
 #   5. the sidecar image 127.0.0.1:5000/busybox:static (busybox-static, nothing else)
-#   6. a smoke test: a container of the base image runs
-#   7. the local BuildKit runner (scripts/local-runner.ts start): buildkitd v0.23 on
+#   6. the Dockerfile frontend image 127.0.0.1:5000/docker/dockerfile:<version>-labs, the
+#      image `# syntax=docker/dockerfile:<version>-labs` names, made from the frontend binary
+#      `npm run tools` builds (FROM scratch, the labels and entrypoint of the upstream image);
+#      the local runner mirrors docker.io to this registry
+#   7. a smoke test: a container of the base image runs
+#   8. the local BuildKit runner (scripts/local-runner.ts start): buildkitd v0.23 on
 #      127.0.0.1:1234 with mutual TLS and the buildx builder ml-local, made by the
 #      same code as the build stack's runner pools (needs `npm run tools` first)
 #
@@ -20,6 +24,8 @@
 # Environment:
 #   DOCKER_ENV_STATE   state dir (logs, pid files, registry config); default /var/lib/ml-infra-docker
 #   DOCKER_ENV_REBUILD_BASE=1   re-make the base and sidecar images even if the registry has them
+#   ML_INFRA_TOOLS_BIN  where `npm run tools` put the binaries; default ~/.cache/ml-infra/tools/bin
+#                       of the user who ran sudo (or of root)
 set -euo pipefail
 
 REGISTRY=127.0.0.1:5000
@@ -268,7 +274,63 @@ step_busybox() {
   record busybox "made and pushed $BUSYBOX_REF" "$start"
 }
 
-# ---------------------------------------------------------------- 6. smoke test
+# ---------------------------------------------------------------- 6. Dockerfile frontend image
+# The tools directory of the user who ran sudo (where `npm run tools` built), else ours.
+tools_bin() {
+  local home
+  if [ -n "${ML_INFRA_TOOLS_BIN:-}" ]; then
+    echo "$ML_INFRA_TOOLS_BIN"
+    return
+  fi
+  home=$HOME
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then home=$(getent passwd "$SUDO_USER" | cut -d: -f6); fi
+  echo "$home/.cache/ml-infra/tools/bin"
+}
+
+# upstream_release_changes DOCKERFILE: `docker import --change` lines for the LABEL and
+# ENTRYPOINT instructions of the upstream Dockerfile's release stage (FROM scratch AS release).
+upstream_release_changes() {
+  awk '
+    /^FROM / { in_release = ($0 ~ /^FROM scratch AS release$/) ; next }
+    in_release && /^(LABEL|ENTRYPOINT) / { print }
+  ' "$1"
+}
+
+step_frontend() {
+  local start bin share version tag repo=docker/dockerfile work sum pushed_sum changes=() line
+  start=$(date +%s.%N)
+  bin="$(tools_bin)"
+  share="$bin/../share/dockerfile-frontend"
+  version=$(node -e 'const v = require(process.argv[1]).tools["dockerfile-frontend"]; console.log(v.version + "-" + v.channel)' \
+    "$(cd "$(dirname "$0")/.." && pwd)/tools/versions.json") || fail "cannot read the frontend version from tools/versions.json"
+  tag="$version"
+  if [ ! -x "$bin/dockerfile-frontend" ] || [ ! -f "$share/Dockerfile" ]; then
+    fail "$bin/dockerfile-frontend (or its upstream Dockerfile in $share) is missing: run \`npm run tools\` first"
+  fi
+  "$bin/dockerfile-frontend" -version | grep -q " $version " \
+    || fail "$bin/dockerfile-frontend is not version $version (tools/versions.json): run \`npm run tools\`"
+  sum=$(sha256sum "$bin/dockerfile-frontend" | cut -d' ' -f1)
+  pushed_sum=$(cat "$STATE/frontend.sha256" 2>/dev/null || true)
+  if [ "$sum" = "$pushed_sum" ] && in_registry "$repo" "$tag"; then
+    record frontend "already in the registry: $REGISTRY/$repo:$tag" "$start"
+    return
+  fi
+  while IFS= read -r line; do changes+=(--change "$line"); done < <(upstream_release_changes "$share/Dockerfile")
+  printf '%s\n' "${changes[@]}" | grep -q '^ENTRYPOINT ' || fail "no ENTRYPOINT in the release stage of $share/Dockerfile"
+  work=$(mktemp -d /var/tmp/docker-env-frontend.XXXXXX)
+  TMPDIRS+=("$work")
+  mkdir -p "$work/rootfs/bin"
+  cp "$bin/dockerfile-frontend" "$work/rootfs/bin/dockerfile-frontend"
+  tar --numeric-owner --owner=0 --group=0 -C "$work/rootfs" -c . \
+    | "$DOCKER" import "${changes[@]}" - "$REGISTRY/$repo:$tag" >/dev/null \
+    || fail "docker import of the frontend image failed"
+  "$DOCKER" push "$REGISTRY/$repo:$tag" >"$STATE/push-frontend.log" 2>&1 \
+    || fail "docker push $REGISTRY/$repo:$tag failed (see $STATE/push-frontend.log)"
+  echo "$sum" >"$STATE/frontend.sha256"
+  record frontend "made and pushed $REGISTRY/$repo:$tag" "$start"
+}
+
+# ---------------------------------------------------------------- 7. smoke test
 # A container must start (catches missing cgroups, namespaces or overlayfs early).
 step_smoke() {
   local start out
@@ -281,7 +343,7 @@ step_smoke() {
   record smoke "a container of $BASE_REF runs" "$start"
 }
 
-# ---------------------------------------------------------------- 7. local BuildKit runner
+# ---------------------------------------------------------------- 8. local BuildKit runner
 step_runner() {
   local start tsx
   start=$(date +%s.%N)
@@ -301,6 +363,7 @@ step_dockerd
 step_registry
 step_base
 step_busybox
+step_frontend
 step_smoke
 step_runner
-log "ready in $(elapsed "$T0"): dockerd $("$DOCKER" version -f '{{.Server.Version}}'), registry http://$REGISTRY, base $BASE_REF, sidecar $BUSYBOX_REF"
+log "ready in $(elapsed "$T0"): dockerd $("$DOCKER" version -f '{{.Server.Version}}'), registry http://$REGISTRY, base $BASE_REF, sidecar $BUSYBOX_REF, Dockerfile frontend $REGISTRY/docker/dockerfile"

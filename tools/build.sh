@@ -149,10 +149,11 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
 #   R_LDFLAGS  linker flags             R_SRC      directory of our own Go sources (module root)
 #   R_ENV      extra build environment (e.g. CGO_ENABLED=0 for a static binary)
 #   R_TAGFILE  "module file": R_TAGS must equal the build tags listed in this file of that module
+#   R_SHARE    "module file" lines: upstream files kept with the binaries, in share/<tool>/ of the tools directory
 #   R_STUBS    "module dir" lines: modules the proxy refuses, replaced by our own stand-ins (tools/stubs)
 #   R_CHECK    "binary arg... ; expected substring" smoke test (optional)
 recipe() {
-    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_STUBS="" R_CHECK="" R_ENV="" R_TAGFILE=""
+    R_VERSION="" R_REQUIRE="" R_REPLACE="" R_EXCLUDE="" R_PKGS="" R_TAGS="" R_LDFLAGS="-s -w" R_SRC="" R_STUBS="" R_CHECK="" R_ENV="" R_TAGFILE="" R_SHARE=""
     local pv="${V[pulumi.version]}"
     case "$1" in
     pulumi)
@@ -226,6 +227,8 @@ github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2"
         R_TAGS="${V[dockerfile-frontend.tags]},netgo,static_build,osusergo"
         R_TAGFILE="github.com/moby/buildkit frontend/dockerfile/release/${V[dockerfile-frontend.channel]}/tags"
         R_ENV="CGO_ENABLED=0"
+        # Its image's labels and entrypoint (the release stage) come from here, not from us.
+        R_SHARE="github.com/moby/buildkit frontend/dockerfile/cmd/dockerfile-frontend/Dockerfile"
         local pkg=github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend
         R_LDFLAGS="-s -w -X main.Version=$fv -X main.Revision=buildkit-v$bv -X main.Package=$pkg"
         R_CHECK="dockerfile-frontend -version;$pkg $fv"
@@ -261,7 +264,7 @@ recipe_key() {
     local tool="$1" h
     h="$(
         {
-            printf '%s\n' "$tool" "$go_version" "$R_VERSION" "$R_REQUIRE" "$R_REPLACE" "$R_EXCLUDE" "$R_PKGS" "$R_TAGS" "$R_LDFLAGS" ${R_ENV:+"$R_ENV"}
+            printf '%s\n' "$tool" "$go_version" "$R_VERSION" "$R_REQUIRE" "$R_REPLACE" "$R_EXCLUDE" "$R_PKGS" "$R_TAGS" "$R_LDFLAGS" ${R_ENV:+"$R_ENV"} ${R_SHARE:+"$R_SHARE"}
             local dirs=() mod dir
             [[ -n "$R_SRC" ]] && dirs+=("$R_SRC")
             while read -r mod dir; do
@@ -333,6 +336,12 @@ build() {
             [[ -n "$pkg" ]] || continue
             go build ${R_TAGS:+-tags "$R_TAGS"} -ldflags "$R_LDFLAGS" -o "$tmp/$bin" "$pkg"
         done <<<"$R_PKGS"
+        while read -r mod file; do
+            [[ -n "$mod" ]] || continue
+            mkdir -p "$tmp/share"
+            cp "$(go list -m -f '{{.Dir}}' "$mod")/$file" "$tmp/share/"
+            chmod u+w "$tmp/share/$(basename "$file")"
+        done <<<"$R_SHARE"
     ) >"$tmp/build.log" 2>&1; then
         rm -rf "$dest.failed"
         mv "$tmp" "$dest.failed"
@@ -370,7 +379,7 @@ complete() {
 
 # ---------------------------------------------------------------------------------------------
 declare -a rows=()
-declare -A bin_of=() version_of=() plugin_version=()
+declare -A bin_of=() version_of=() plugin_version=() share_of=()
 failed=0
 t_start="$(now)"
 
@@ -401,6 +410,7 @@ for tool in "${all_tools[@]}"; do
             bin_of["$bin"]="$dest/$bin"
             [[ "$bin" == pulumi-resource-* ]] && plugin_version["$bin"]="$R_VERSION"
         done <<<"$R_PKGS"
+        [[ -d "$dest/share" ]] && share_of["$tool"]="$dest/share"
     fi
     rows+=("$(printf '%-24s %-22s %-7s %8s  %s' "$tool" "$R_VERSION" "$status" "$took" "$dest")")
 done
@@ -419,6 +429,11 @@ if [[ -n "${bin_of[buildx]:-}" ]]; then
     ln -f "${bin_of[buildx]}" "$tools_dir/cli-plugins/docker-buildx" 2>/dev/null ||
         cp -f "${bin_of[buildx]}" "$tools_dir/cli-plugins/docker-buildx"
 fi
+# share/<tool>: the upstream files a tool's recipe keeps (R_SHARE), of its current build.
+mkdir -p "$tools_dir/share"
+for tool in "${!share_of[@]}"; do
+    ln -sfn "${share_of[$tool]}" "$tools_dir/share/$tool"
+done
 rm -rf "$bin_dir.old"
 [[ -d "$bin_dir" ]] && mv "$bin_dir" "$bin_dir.old"
 mv "$tmp_bin" "$bin_dir"
