@@ -45,10 +45,15 @@ describe("the local runner's buildkitd.toml", () => {
     });
 
     it("reaches the local registry over plain HTTP, builds its own platform natively, on host networking", () => {
-        expect(parsed.registry).toEqual({ "127.0.0.1:5000": { http: true } });
+        expect(parsed.registry["127.0.0.1:5000"]).toEqual({ http: true });
         expect(parsed.worker.oci.platforms).toEqual(["linux/amd64"]);
         expect(parsed.worker.oci.networkMode).toBe("host");
         expect(parsed.worker.oci.bridgeSubnet).toBeUndefined();
+    });
+
+    it("mirrors docker.io to the local registry (as the pools mirror it to the pull-through cache), so `# syntax=docker/dockerfile:...` never reaches Docker Hub", () => {
+        expect(parsed.registry).toEqual({ "127.0.0.1:5000": { http: true }, "docker.io": { mirrors: ["127.0.0.1:5000"] } });
+        expect(Object.keys(parsed.registry)).toEqual(["127.0.0.1:5000", "docker.io"]);
     });
 
     it("reads CDI specs from its state directory and auto-allows the GPU kind, as the gpu pool does", () => {

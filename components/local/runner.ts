@@ -5,7 +5,9 @@
  *
  * - buildkitd.toml: `buildkitdConfig` (runners/buildkitd.ts) with a
  *   layout under a state directory, listening on 127.0.0.1 only, the local
- *   registry over plain HTTP, CDI with the same auto-allowed GPU kind;
+ *   registry over plain HTTP and as the mirror of docker.io (as the pools
+ *   mirror docker.io to the ECR pull-through cache: `# syntax=` frontends and
+ *   Docker Hub bases come from there), CDI with the same auto-allowed GPU kind;
  * - certificates: `certificateProfiles` (runners/certificates.ts), issued here
  *   with openssl (the pools issue them with @pulumi/tls);
  * - the buildx builder: `buildxCreateCommands` (runners/ci.ts), the
@@ -14,9 +16,10 @@
  * scripts/local-runner.ts runs what this module decides.
  */
 import type { Pool } from "../shared/hardware";
-import { type BuildkitdLayout, NVIDIA_GPU_DEVICE_KIND, renderBuildkitdToml } from "../runners/buildkitd";
+import { type BuildkitdConfig, type BuildkitdLayout, NVIDIA_GPU_DEVICE_KIND, buildkitdConfig } from "../runners/buildkitd";
 import { type BuilderNode, buildxCreateCommands } from "../runners/ci";
 import { type CertificateProfile, type CertificateProfiles, type KeyUse, certificateProfiles } from "../runners/certificates";
+import { toToml } from "../runners/toml";
 
 /** The local runner's defaults: its builder name (the local stack's `build.builder`) and port. */
 export const LOCAL_RUNNER = { builder: "ml-local", port: 1234, stateDir: "/var/lib/ml-infra/local-runner", validityDays: 365 } as const;
@@ -67,9 +70,17 @@ export interface LocalRunnerOptions {
     readonly volumeGiB: number;
 }
 
-/** buildkitd.toml of the local runner. */
-export function localBuildkitdToml(o: LocalRunnerOptions): string {
-    return renderBuildkitdToml({
+/** The registry host Docker Hub images (and `# syntax=docker/dockerfile:...` frontends) are named by. */
+export const DOCKER_HUB_HOST = "docker.io";
+
+/**
+ * buildkitd.toml of the local runner, as an object: a pool's config with the
+ * local layout, the local registry over plain HTTP, and docker.io mirrored to
+ * the local registry (`docker.io/docker/dockerfile:1.17.1-labs` is pulled as
+ * `127.0.0.1:5000/docker/dockerfile:1.17.1-labs`; nothing reaches Docker Hub).
+ */
+export function localBuildkitdConfig(o: LocalRunnerOptions): BuildkitdConfig {
+    const config = buildkitdConfig({
         pool: o.pool,
         port: o.port,
         volumeGiB: o.volumeGiB,
@@ -79,6 +90,13 @@ export function localBuildkitdToml(o: LocalRunnerOptions): string {
         layout: localRunnerLayout(o.stateDir, o.port),
         plainHttpRegistries: [o.registry],
     });
+    const registry = { ...config.registry, [DOCKER_HUB_HOST]: { ...config.registry[DOCKER_HUB_HOST], mirrors: [o.registry] } };
+    return { ...config, registry: Object.fromEntries(Object.entries(registry).sort(([a], [b]) => a.localeCompare(b))) };
+}
+
+/** buildkitd.toml of the local runner. */
+export function localBuildkitdToml(o: LocalRunnerOptions): string {
+    return `# buildkitd for the ml-infra local runner (${o.pool}, generated)\n${toToml(localBuildkitdConfig(o))}\n`;
 }
 
 /** The certificates of the local runner: the pools' profiles for runner `local`. */
@@ -139,6 +157,8 @@ export function localBuilderCommands(o: { readonly builder: string; readonly poo
  * the gpu pool, so a machine without a GPU proves the mechanism.
  */
 export const STAND_IN_GPU_ENV = "ML_INFRA_GPU_STAND_IN";
+/** The stand-in spec's file name in the runner's CDI directory. */
+export const STAND_IN_GPU_SPEC_FILE = "ml-infra-stand-in-gpu.json";
 export function standInGpuCdiSpec(): Record<string, unknown> {
     return {
         cdiVersion: "0.6.0",
