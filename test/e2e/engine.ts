@@ -134,9 +134,14 @@ export class PulumiProject {
 
     /** The URNs of the stack's resources (`pulumi stack export`). */
     async resources(): Promise<Array<{ urn: string; type: string }>> {
-        const r = await this.pulumi(["stack", "export"]);
+        return (await this.state()).map(({ urn, type }) => ({ urn, type }));
+    }
+
+    /** The stack's resources with their inputs and outputs as the engine recorded them (`pulumi stack export --show-secrets`). */
+    async state(): Promise<Array<{ urn: string; type: string; inputs?: Record<string, unknown>; outputs?: Record<string, unknown> }>> {
+        const r = await this.pulumi(["stack", "export", "--show-secrets"]);
         if (r.code !== 0) throw new Error(`pulumi stack export failed: ${r.stderr}`);
-        const state = JSON.parse(r.stdout) as { deployment?: { resources?: Array<{ urn: string; type: string }> } };
+        const state = JSON.parse(r.stdout) as { deployment?: { resources?: Array<{ urn: string; type: string; inputs?: Record<string, unknown>; outputs?: Record<string, unknown> }> } };
         return state.deployment?.resources ?? [];
     }
 
