@@ -1,123 +1,214 @@
 /**
  * Composition root. Validates the stack's config before anything else, then
  * builds whichever sections the stack has:
- *   build: ECR registry + caches, one image per image × hardware target;
- *   serve: the digest each service of the environment deploys.
+ *   network:           the private VPC runners and services live in;
+ *   registry, runners: the runners stack: the pull-through cache and the BuildKit runner pools;
+ *   build:             the build stack: repositories and one image per image × hardware target,
+ *                      built on the runners stack's pools (read before anything is registered);
+ *   serve:             an environment: the digest each service deploys, on ECS;
+ *   local:             the local stack: the same images on this machine's BuildKit and Docker.
  */
 import * as fs from "node:fs";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { buildOrder } from "./components/build/chains";
-import { pullThroughPrefixes } from "./components/build/checks";
+import { checkTargetsOnPools } from "./components/build/checks";
 import { BuildDashboard } from "./components/build/dashboard";
 import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/build/naming";
-import { resolveThroughCache } from "./components/registry/pullthrough";
 import { ImageRegistry, type RegistryCredentials } from "./components/build/registry";
-import { builderName } from "./components/runners/ci";
-import { BuildRunnerPool, multiArchBuilder as multiArchBuilderOf, runnerSummaries } from "./components/runners/pool";
+import { type RunnersStackFacts, runnersStackFacts } from "./components/build/runners-stack";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/build/target-image";
 import { LocalService } from "./components/local/local-service";
 import { PrivateNetwork } from "./components/network/private-network";
+import { PullThroughCache } from "./components/registry/pull-through-cache";
+import { UPSTREAMS, type UpstreamKey, resolveThroughCache } from "./components/registry/pullthrough";
+import { builderName } from "./components/runners/ci";
+import { BuildRunnerPool, multiArchBuilder, runnerCredentials, runnerSummaries } from "./components/runners/pool";
 import { Environment } from "./components/serve/environment";
 import { hardwareKindsOf } from "./components/serve/hardware-kinds";
 import { InferenceService } from "./components/serve/inference-service";
 import { ServingCluster } from "./components/serve/serving-cluster";
 import { type HardwareTarget, POOLS } from "./components/shared/hardware";
-import type { BuiltImage } from "./components/shared/image-refs";
-import { loadStackConfig } from "./components/stack-config";
+import { type BuiltImage, type RegistryLocation, registryLocationOf } from "./components/shared/image-refs";
 
-const config = loadStackConfig(pulumi.runtime.allConfig(), {
-    project: pulumi.getProject(),
-    stack: pulumi.getStack(),
-    projectRoot: process.cwd(),
-    pathExists: fs.existsSync,
-    region: aws.config.region,
-});
+type Registry = RegistryLocation & { readonly host: string };
+import { ConfigError, formatKeyPath } from "./components/shared/problems";
+import { referencedStack } from "./components/shared/stack-names";
+import { type StackConfig, loadStackConfig } from "./components/stack-config";
 
-/** Build-time tokens (config `buildSecrets`, set with `pulumi config set --secret`): a Pulumi secret throughout. */
-const buildSecrets = new pulumi.Config().getSecretObject<Record<string, string>>("buildSecrets");
-
-const tags: Record<string, string> = {
-    project: config.project,
-    stack: config.stack,
-    "cost-center": config.costCenter,
-    "managed-by": "pulumi",
-};
-
-const network = config.network
-    ? new PrivateNetwork("network", { config: config.network, region: aws.config.requireRegion(), tags })
-    : undefined;
+type Tags = Readonly<Record<string, string>>;
+type BuildConfig = NonNullable<StackConfig["build"]>;
 
 interface BuildOutputs {
     readonly images: pulumi.Output<Record<string, BuiltImage>>;
-    readonly pools: BuildRunnerPool[];
     /** Per image, per target: the build. */
     readonly built: Readonly<Record<string, Readonly<Record<string, TargetImage>>>>;
 }
 
-/** Where images are pushed and their cache kept, and what a target's build starts from. */
+/** Where images are pushed and their cache kept, what a target's build starts from, and which builder builds it. */
 interface ImageStore {
     readonly repositoryUrl: (image: string) => pulumi.Input<string>;
     readonly cacheRepositoryUrl: (image: string) => pulumi.Input<string>;
     readonly registries: pulumi.Input<RegistryCredentials[]>;
     readonly credentials?: pulumi.Input<RegistryCredentials>;
     readonly basesOf: (target: HardwareTarget) => pulumi.Input<BaseImages>;
+    readonly builderOf: (target: HardwareTarget) => string | undefined;
 }
 
-/** ECR: the registry with its caches and pull-through rules, runner pools, the dashboard. */
-function ecrStore(build: NonNullable<typeof config.build>): { store: ImageStore; pools: BuildRunnerPool[] } {
-    const registry = new ImageRegistry("registry", {
-        prefix: build.repositoryPrefix,
-        images: build.images,
-        options: build.registry,
-        tags,
-        protectData: config.protectData,
+export = async (): Promise<Record<string, unknown>> => {
+    const config = loadStackConfig(pulumi.runtime.allConfig(), {
+        project: pulumi.getProject(),
+        stack: pulumi.getStack(),
+        projectRoot: process.cwd(),
+        pathExists: fs.existsSync,
+        region: aws.config.region,
     });
-    const pools = runnerPools(build, registry);
+    const tags: Tags = { project: config.project, stack: config.stack, "cost-center": config.costCenter, "managed-by": "pulumi" };
+
+    // Read what the build stack builds on before registering anything: a missing or unfit runners stack is a config error.
+    const runnersStack = config.build ? await readRunnersStack(config, config.build) : undefined;
+
+    const network = config.network ? new PrivateNetwork("network", { config: config.network, region: aws.config.requireRegion(), tags }) : undefined;
+    const location = config.registry ? registryLocation() : undefined;
+    const pullThrough = config.registry && location ? new PullThroughCache("registry", { config: config.registry, location, tags }) : undefined;
+    const pools = config.runners && network && pullThrough && location ? runnerPools(config, network, pullThrough, location, tags) : [];
+    const built = config.build ? buildSection(config, config.build, runnersStack, tags) : undefined;
+
+    return definedOutputs({
+        /** Runners stack: per pool, its endpoint, builder, tunnel port, CA and the commands CI runs (plain). */
+        runners: pools.length > 0 ? runnerSummaries(pools) : undefined,
+        /** Runners stack: per pool, CI's client certificate and key (secret: read with --show-secrets). */
+        runnerCredentials: pools.length > 0 ? runnerCredentials(pools) : undefined,
+        /** Runners stack: the registry host, the project's repository namespace and the pull-through prefixes. */
+        registry:
+            location && config.registry && pullThrough
+                ? pulumi.output(location).apply((l) => ({ host: l.host, repositoryPrefix: config.registry?.repositoryPrefix, pullThroughPrefixes: pullThrough.prefixes }))
+                : undefined,
+        /** Runners stack: the multi-node builder (the amd64 and the arm64 pool) and the commands that create it. */
+        multiArchBuilder: multiArchBuilder(pools),
+        /** Build stack: per image, its repositories and per target the digest-pinned ref, digest, tag, platform, pool and cache ref. */
+        images: built?.images,
+        /** Local stack: per service, its URL on 127.0.0.1 and the digest it runs. */
+        local: config.local && built ? localSection(config, config.local, built) : undefined,
+        /** The network runners and services live in. */
+        vpc: network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined,
+        /** Environment stacks: per service, the digest it deploys and where that digest came from. */
+        deployments: config.serve && network ? serveSection(config, config.serve, network, tags) : undefined,
+    });
+};
+
+function definedOutputs(all: Record<string, unknown>): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
+}
+
+/** This account's ECR registry in the stack's region. */
+function registryLocation(): pulumi.Output<Registry> {
+    const region = aws.config.requireRegion();
+    return aws.getCallerIdentityOutput().accountId.apply((account) => registryLocationOf(account, region));
+}
+
+// ---------------------------------------------------------------- runners stack
+
+/** One BuildKit runner pool per pool kind in `runners.pools`. */
+function runnerPools(config: StackConfig, network: PrivateNetwork, pullThrough: PullThroughCache, location: pulumi.Output<Registry>, tags: Tags): BuildRunnerPool[] {
+    const runners = config.runners;
+    const registry = config.registry;
+    if (!runners || !registry) return [];
+    return POOLS.filter((pool) => runners.pools[pool] !== undefined).map(
+        (pool) =>
+            new BuildRunnerPool(`runners-${pool}`, {
+                pool,
+                runners,
+                vpcId: network.vpcId,
+                privateSubnetIds: network.privateSubnetIds,
+                repositoryPrefix: registry.repositoryPrefix,
+                pullThroughPrefixes: pullThrough.prefixes,
+                registryHost: location.apply((l) => l.host),
+                tags,
+                protectData: config.protectData,
+            }),
+    );
+}
+
+// ---------------------------------------------------------------- build stack
+
+/**
+ * The runners stack this build stack builds on (unless it names its own
+ * builder or builds locally), read and checked before anything is registered.
+ */
+async function readRunnersStack(config: StackConfig, build: BuildConfig): Promise<RunnersStackFacts | undefined> {
+    if (build.localRegistry || build.builder) return undefined;
+    const name = referencedStack(build.runnersStack, pulumi.getOrganization(), config.project, "runners");
+    const reference = new pulumi.StackReference("runners-stack", { name });
+    const [runners, registry] = await Promise.all([reference.getOutputDetails("runners"), reference.getOutputDetails("registry")]);
+    const { facts, problems } = runnersStackFacts(name, runners.value ?? runners.secretValue, registry.value);
+    const lines = problems.map((p) => `${formatKeyPath(config.project, ["build", "runnersStack"])} = ${JSON.stringify(name)}: ${p}`);
+    if (facts) {
+        if (facts.registry.repositoryPrefix !== build.repositoryPrefix) {
+            lines.push(
+                `${formatKeyPath(config.project, ["build", "repositoryPrefix"])} = ${JSON.stringify(build.repositoryPrefix)}: the runners of ${name} may push under ${facts.registry.repositoryPrefix}/ only (its registry.repositoryPrefix); use the same prefix`,
+            );
+        }
+        checkTargetsOnPools(build, build.resolvedTargets, facts.pools, name, (keys, message) =>
+            lines.push(`${formatKeyPath(config.project, ["build", ...keys])}: ${message}`),
+        );
+    }
+    if (lines.length > 0) throw new ConfigError(lines);
+    return facts;
+}
+
+/** ECR: the repositories and caches, and the dashboard of the pools and repositories. */
+function ecrStore(config: StackConfig, build: BuildConfig, runners: RunnersStackFacts | undefined, tags: Tags): ImageStore {
+    const registry = new ImageRegistry("registry", { prefix: build.repositoryPrefix, images: build.images, options: build.registry, tags, protectData: config.protectData });
     new BuildDashboard("dashboard", {
         region: aws.config.requireRegion(),
-        pools: pools.map((p) => ({ pool: p.pool, autoScalingGroupName: p.autoScalingGroup.name })),
-        repositories: build.images.flatMap((i) => [
-            imageRepositoryName(build.repositoryPrefix, i.name),
-            cacheRepositoryName(build.repositoryPrefix, i.name),
-        ]),
+        pools: (runners?.pools ?? []).map((p) => ({ pool: p.pool, autoScalingGroupName: p.autoScalingGroupName })),
+        repositories: build.images.flatMap((i) => [imageRepositoryName(build.repositoryPrefix, i.name), cacheRepositoryName(build.repositoryPrefix, i.name)]),
         tags,
     });
+    const upstreams = new Set<UpstreamKey>(UPSTREAMS.filter((u) => runners?.registry.pullThroughPrefixes.includes(u.prefix)).map((u) => u.key));
     // One Output per distinct target, not per image x target.
     const resolvedBases = new Map<string, pulumi.Output<BaseImages>>();
     const basesOf = (target: HardwareTarget) => {
         let bases = resolvedBases.get(target.name);
         if (!bases) {
             bases = registry.registryHost.apply((host) => ({
-                base: resolveThroughCache(target.baseImage, host, registry.pullThroughUpstreams),
-                runtime: resolveThroughCache(target.runtimeBaseImage ?? target.baseImage, host, registry.pullThroughUpstreams),
+                base: resolveThroughCache(target.baseImage, host, upstreams),
+                runtime: resolveThroughCache(target.runtimeBaseImage ?? target.baseImage, host, upstreams),
             }));
             resolvedBases.set(target.name, bases);
         }
         return bases;
     };
-    const store: ImageStore = {
+    const builders = new Map((runners?.pools ?? []).map((p) => [p.pool, p.builder]));
+    return {
         repositoryUrl: (image) => registry.repositories[image].repositoryUrl,
         cacheRepositoryUrl: (image) => registry.cacheRepositories[image].repositoryUrl,
         registries: registry.registries,
         credentials: registry.credentials,
         basesOf,
+        // On the runners stack's pools, each target builds on the pool its catalog entry names.
+        builderOf: (target) => build.builder ?? builders.get(target.pool) ?? builderName(target.pool),
     };
-    return { store, pools };
 }
 
-/** A registry on this machine's loopback (the local stack): no AWS, no login, bases as declared. */
-function localStore(build: NonNullable<typeof config.build>, registry: string): ImageStore {
+/** A registry on this machine's loopback (the local stack): no AWS, no login, bases as declared, the local runner. */
+function localStore(build: BuildConfig, registry: string): ImageStore {
     return {
         repositoryUrl: (image) => `${registry}/${imageRepositoryName(build.repositoryPrefix, image)}`,
         cacheRepositoryUrl: (image) => `${registry}/${cacheRepositoryName(build.repositoryPrefix, image)}`,
         registries: [],
         basesOf: (target) => ({ base: target.baseImage, runtime: target.runtimeBaseImage ?? target.baseImage }),
+        builderOf: () => build.builder,
     };
 }
 
-function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
-    const { store, pools } = build.localRegistry ? { store: localStore(build, build.localRegistry), pools: [] } : ecrStore(build);
+function buildSection(config: StackConfig, build: BuildConfig, runners: RunnersStackFacts | undefined, tags: Tags): BuildOutputs {
+    const store = build.localRegistry ? localStore(build, build.localRegistry) : ecrStore(config, build, runners, tags);
+    const buildSecrets = new pulumi.Config().getSecretObject<Record<string, string>>("buildSecrets");
+    /** The build secrets an image asks for (validated to exist), still a secret. */
+    const secretsFor = (ids: readonly string[]) =>
+        pulumi.secret(pulumi.output(buildSecrets ?? {}).apply((all) => Object.fromEntries(ids.map((id) => [id, all[id]]))));
     const images: Record<string, pulumi.Output<BuiltImage>> = {};
     const builtByImage: Record<string, Record<string, TargetImage>> = {};
     // Bases first: a dependent image's BASE_IMAGE is its base's digest for the same target.
@@ -137,8 +228,7 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                 registries: store.registries,
                 bases: chained ?? store.basesOf(target),
                 buildOnPreview: build.buildOnPreview,
-                // With runner pools, each target builds on the pool its catalog entry names.
-                builder: build.runners ? builderName(target.pool) : build.builder,
+                builder: store.builderOf(target),
                 secrets: image.secrets.length > 0 ? secretsFor(image.secrets) : undefined,
             });
         }
@@ -162,10 +252,12 @@ function buildSection(build: NonNullable<typeof config.build>): BuildOutputs {
                 multiArch: ref ? { tag: `${repository}:${build.version}`, ref } : undefined,
             }));
     }
-    return { images: pulumi.all(images), pools, built: builtByImage };
+    return { images: pulumi.all(images), built: builtByImage };
 }
 
-function localSection(localConfig: NonNullable<typeof config.local>, builds: BuildOutputs) {
+// ---------------------------------------------------------------- local stack
+
+function localSection(config: StackConfig, localConfig: NonNullable<StackConfig["local"]>, builds: BuildOutputs) {
     const labels = { "ml-infra.project": config.project, "ml-infra.stack": config.stack };
     return Object.fromEntries(
         localConfig.services.map((service) => {
@@ -176,34 +268,10 @@ function localSection(localConfig: NonNullable<typeof config.local>, builds: Bui
     );
 }
 
-/** The build secrets an image asks for (validated to exist), still a secret. */
-function secretsFor(ids: readonly string[]): pulumi.Output<Record<string, string>> {
-    return pulumi.secret(pulumi.output(buildSecrets ?? {}).apply((all) => Object.fromEntries(ids.map((id) => [id, all[id]]))));
-}
-
-/** One BuildKit runner pool per pool kind in `build.runners.pools`. */
-function runnerPools(build: NonNullable<typeof config.build>, registry: ImageRegistry): BuildRunnerPool[] {
-    const runners = build.runners;
-    if (!runners || !network) return [];
-    const repositoryArns = build.images.flatMap((i) => [registry.repositories[i.name].arn, registry.cacheRepositories[i.name].arn]);
-    return POOLS.filter((pool) => runners.pools[pool] !== undefined).map(
-        (pool) =>
-            new BuildRunnerPool(`runners-${pool}`, {
-                pool,
-                runners,
-                vpcId: network.vpcId,
-                privateSubnetIds: network.privateSubnetIds,
-                repositoryArns,
-                pullThroughPrefixes: pullThroughPrefixes(build.registry),
-                registryHost: registry.registryHost,
-                tags,
-                protectData: config.protectData,
-            }),
-    );
-}
+// ---------------------------------------------------------------- environments
 
 /** The environment's services on ECS (the config guarantees a serve section comes with a network). */
-function serveSection(serve: NonNullable<typeof config.serve>, network: PrivateNetwork) {
+function serveSection(config: StackConfig, serve: NonNullable<StackConfig["serve"]>, network: PrivateNetwork, tags: Tags) {
     const env = new Environment("env", { serve, targets: serve.resolvedTargets });
     const cluster = new ServingCluster("serving", {
         hardware: hardwareKindsOf(serve.services.map((s) => serve.resolvedTargets[s.target])),
@@ -236,27 +304,3 @@ function serveSection(serve: NonNullable<typeof config.serve>, network: PrivateN
         ),
     );
 }
-
-const built = config.build ? buildSection(config.build) : undefined;
-
-/** Every stack output the stack has (an output that would be undefined is left out: the engine warns about those). */
-const outputs = definedOutputs({
-    /** Build stack: per image, its repositories and per target the digest-pinned ref, digest, tag, platform, pool and cache ref. */
-    images: built?.images,
-    /** Build stack: per runner pool, its endpoint, builder name, CI commands and (secret) client certificate and key. */
-    runners: built && built.pools.length > 0 ? runnerSummaries(built.pools) : undefined,
-    /** Build stack: the multi-node builder (an amd64 node and an arm64 node) and the commands that create it. */
-    multiArchBuilder: built ? multiArchBuilderOf(built.pools) : undefined,
-    /** Local stack: per service, its URL on 127.0.0.1 and the digest it runs. */
-    local: config.local && built ? localSection(config.local, built) : undefined,
-    /** The network runners and services live in. */
-    vpc: network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined,
-    /** Environment stacks: per service, the digest it deploys and where that digest came from. */
-    deployments: config.serve && network ? serveSection(config.serve, network) : undefined,
-});
-
-function definedOutputs(all: Record<string, unknown>): Record<string, unknown> {
-    return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
-}
-
-export = outputs;

@@ -13,6 +13,10 @@ import { checkLocal } from "./local/checks";
 import { type LocalConfig, localSchema } from "./local/schema";
 import { checkNetwork } from "./network/checks";
 import { type NetworkConfig, networkSchema } from "./network/schema";
+import { pullThroughPrefixes } from "./registry/pullthrough";
+import { type RegistrySectionConfig, registrySectionSchema } from "./registry/schema";
+import { checkRunners } from "./runners/checks";
+import { type RunnersConfig, runnersSchema } from "./runners/schema";
 import { checkServe } from "./serve/checks";
 import { type ServeConfig, serveSchema } from "./serve/schema";
 import type { HardwareTarget } from "./shared/hardware";
@@ -28,6 +32,8 @@ export const stackConfigSchema = strict({
         .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "build secret ids are lower-case letters, digits and _"), z.string().min(1, "must not be empty"))
         .default({}),
     network: networkSchema.optional(),
+    registry: registrySectionSchema.optional(),
+    runners: runnersSchema.optional(),
     build: buildSchema.optional(),
     serve: serveSchema.optional(),
     local: localSchema.optional(),
@@ -43,6 +49,9 @@ export interface StackConfig {
     /** Resources that hold data (image repositories, log groups) are protected and retained on delete. */
     readonly protectData: boolean;
     readonly network?: NetworkConfig;
+    /** The account's registry (pull-through cache), made by the runners stack; defaults when the stack has runners but no `registry` section. */
+    readonly registry?: RegistrySectionConfig;
+    readonly runners?: RunnersConfig;
     readonly build?: BuildConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
     readonly serve?: ServeConfig & { readonly resolvedTargets: Readonly<Record<string, HardwareTarget>> };
     /** Docker on this machine: services run from this stack's own builds. */
@@ -127,6 +136,8 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
 
     checkSections(cfg, report);
     if (cfg.network) checkNetwork(cfg.network, within(report, ["network"]), options.region);
+    const registry = cfg.registry ?? (cfg.runners ? registrySectionSchema.parse({}) : undefined);
+    if (cfg.runners && registry) checkRunners(cfg.runners, pullThroughPrefixes(registry.pullThrough), within(report, ["runners"]));
     const context = { buildSecrets: cfg.buildSecrets, protectData: cfg.protectData, projectRoot: options.projectRoot, pathExists: options.pathExists };
     const buildTargets = cfg.build ? checkBuild(cfg.build, context, within(report, ["build"])) : undefined;
     const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"])) : undefined;
@@ -141,6 +152,8 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
         costCenter: cfg.costCenter,
         protectData: cfg.protectData,
         network: cfg.network,
+        registry,
+        runners: cfg.runners,
         build: cfg.build && buildTargets ? { ...cfg.build, resolvedTargets: buildTargets } : undefined,
         serve: cfg.serve && serveTargets ? { ...cfg.serve, resolvedTargets: serveTargets } : undefined,
         local: cfg.local,
@@ -149,8 +162,8 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
 
 /** Which sections a stack may combine, and what each needs from the others. */
 function checkSections(cfg: RawStackConfig, report: Report): void {
-    if (!cfg.build && !cfg.serve && !cfg.local) {
-        report(["build"], "a stack needs a build section, a serve section or both");
+    if (!cfg.build && !cfg.serve && !cfg.local && !cfg.runners && !cfg.registry) {
+        report(["build"], "a stack needs a section to deploy: runners (with network and registry), build, serve (with network) or local");
     }
     if (cfg.local) {
         if (!cfg.build?.localRegistry) report(["build", "localRegistry"], "the local section serves this stack's own builds: set build.localRegistry (e.g. 127.0.0.1:5000)");
@@ -165,7 +178,17 @@ function checkSections(cfg: RawStackConfig, report: Report): void {
         const missing = (["ecs", "ecs-agent", "ecs-telemetry"] as const).filter((e) => !net.interfaceEndpoints.includes(e));
         if (missing.length) report(["network", "interfaceEndpoints"], `without NAT, ECS container instances need the ${missing.join(", ")} endpoints; add them or set natGateways`);
     }
-    if (cfg.build?.runners && !cfg.network) {
-        report(["network"], "build.runners needs a network section: runners live in private subnets");
+    if (cfg.runners && !cfg.network) {
+        report(["network"], "the runners section needs a network section: runners live in private subnets");
+    }
+    if (cfg.runners && cfg.build) {
+        report(["build"], "runners and build are separate stacks: the runner pools (and the builders CI makes for them) must exist before anything is built; move the build section to the build stack, which reads this one (build.runnersStack)");
+    }
+    // A security group can be referenced only from a rule in its own VPC (or a peered one).
+    // A VPC this stack creates has no groups of callers in it.
+    if (net?.mode === "create") {
+        const instead = "a VPC this stack creates has no other security groups; name the callers' CIDRs (peered networks) instead, or reach the pools through the SSM tunnel (README, Build runners)";
+        cfg.runners?.ciSources.securityGroupIds.forEach((_, i) => report(["runners", "ciSources", "securityGroupIds", i], `can only reference a group in an existing VPC (network.mode: existing): ${instead}`));
+        cfg.serve?.clients.securityGroupIds.forEach((_, i) => report(["serve", "clients", "securityGroupIds", i], "can only reference a group in an existing VPC (network.mode: existing): a VPC this stack creates has no other security groups; name the clients' CIDRs (this VPC or peered networks) instead"));
     }
 }

@@ -34,7 +34,8 @@ import {
     STACKS_DIR,
     evaluate,
     policyResourceOf,
-    projectFile,
+    referencedStackOutputs,
+    stackReferencesOf,
     requireProgram,
 } from "./lib/mock-runtime";
 import { SECRET_STAND_IN } from "./lib/secure-config";
@@ -148,13 +149,9 @@ export function readStackFileConfig(file: string): Record<string, unknown> {
     return config;
 }
 
-/** The stack name in serve.buildStack (`[org/][project/]stack`): its last segment. */
-export function buildStackName(buildStack: string, project: string): string {
-    const parts = buildStack.split("/");
-    if (parts.length === 3 && parts[1] !== project) {
-        throw new Error(`serve.buildStack ${buildStack} is a stack of project ${parts[1]}, not ${project}: its stack file is not here; pass its outputs with --build-outputs <file>`);
-    }
-    return parts[parts.length - 1];
+/** The stack name of the build stack a serve section follows (`serve.buildStack`, default `build`): what --build-outputs stands for. */
+function buildStackOf(config: Record<string, unknown>): string {
+    return stackReferencesOf(config).find((r) => r.key === "serve.buildStack")?.stack ?? "build";
 }
 
 /** Runs `fn` in the project root (as the Pulumi CLI runs a program), then returns to where it was. */
@@ -188,28 +185,13 @@ export async function plan(stack: string, configFile?: string, load: ProgramLoad
     if (!configFile && !isStackName(stack)) throw new Error(`--stack ${JSON.stringify(stack)} is not a stack name (letters, digits, "_", ".", "-")`);
     const file = configFile ? path.resolve(configFile) : path.join(stacksDir, `Pulumi.${stack}.yaml`);
     const config = readStackFileConfig(file);
-    const project = projectFile().name;
-    const serve = config[`${project}:serve`];
-    const services = isRecord(serve) && Array.isArray(serve.services) ? serve.services : [];
-    let buildOutputs = options.buildOutputs;
-    let buildSecretOutputs: readonly string[] | undefined;
-    if (!buildOutputs && services.some((s) => !isRecord(s) || s.ref === undefined) && isRecord(serve) && typeof serve.buildStack === "string") {
-        const name = buildStackName(serve.buildStack, project);
-        const buildFile = path.join(stacksDir, `Pulumi.${name}.yaml`);
-        const shown = displayPath(buildFile);
-        if (name === stack) throw new Error(`serve.buildStack ${serve.buildStack} is this stack itself (${displayPath(file)})`);
-        if (!isStackName(name)) throw new Error(`serve.buildStack ${serve.buildStack}: ${JSON.stringify(name)} is not a stack name`);
-        if (!fs.existsSync(buildFile)) {
-            throw new Error(`serve.buildStack ${serve.buildStack} of ${displayPath(file)}: no stack file ${shown} to plan it from; pass its outputs with --build-outputs <file>`);
-        }
-        const buildConfig = readStackFileConfig(buildFile);
-        if (!(`${project}:build` in buildConfig)) throw new Error(`${shown} (serve.buildStack of ${displayPath(file)}) has no ${project}:build section`);
-        const built = await naming(`build stack ${name} (${shown})`, () => inProjectRoot(() => evaluate(name, { config: buildConfig }, load)));
-        buildOutputs = built.outputs;
-        buildSecretOutputs = built.secretOutputs;
-    }
+    // The stacks it reads (runners, build), each from its own stack file (and only those), unless outputs are given.
+    const given = options.buildOutputs ? { [buildStackOf(config)]: { outputs: options.buildOutputs } } : undefined;
+    const stackOutputs = await naming(`stack ${stack} (${displayPath(file)})`, () =>
+        inProjectRoot(() => referencedStackOutputs(stack, config, load, { stacksDir, given, readConfig: readStackFileConfig })),
+    );
     const ev: Evaluation = await naming(`stack ${stack} (${displayPath(file)})`, () =>
-        inProjectRoot(() => evaluate(stack, { config, buildOutputs, buildSecretOutputs }, load)),
+        inProjectRoot(() => evaluate(stack, { config, stackOutputs }, load)),
     );
     const resources = ev.resources.map((r) => ({
         urn: r.urn,

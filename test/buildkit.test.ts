@@ -316,9 +316,13 @@ describe("CI commands", () => {
 
     const hasJq = spawnSync("jq", ["--version"]).status === 0;
     it.skipIf(!hasJq)("cert install writes the pool's CA, certificate and key from the stack output (key readable by owner only)", () => {
-        const output = JSON.stringify({ gpu: { caCert: "CA-PEM", clientCert: "CERT-PEM", clientKey: "KEY-PEM" } });
-        const { env } = fakeBin({ pulumi: `echo '${output}'` });
-        for (const command of certInstallCommands({ pool: "gpu", stack: "build", output: "runners" })) execFileSync("sh", ["-c", command], { env });
+        // The fake CLI answers as Pulumi does: the secret output only with --show-secrets, else "[secret]".
+        const plain = JSON.stringify({ gpu: { caCert: "CA-PEM" } });
+        const secret = JSON.stringify({ gpu: { clientCert: "CERT-PEM", clientKey: "KEY-PEM" } });
+        const { env } = fakeBin({
+            pulumi: `case "$*" in *runnerCredentials*) case "$*" in *--show-secrets*) echo '${secret}';; *) echo '"[secret]"';; esac;; *" runners"*) echo '${plain}';; *) exit 1;; esac`,
+        });
+        for (const command of certInstallCommands({ pool: "gpu", stack: "acme/ml-infra/runners" })) execFileSync("sh", ["-c", command], { env });
         const dir = path.join(String(env.HOME), ".ml-infra/buildkit/gpu");
         expect(fs.readFileSync(path.join(dir, "ca.pem"), "utf8").trim()).toBe("CA-PEM");
         expect(fs.readFileSync(path.join(dir, "cert.pem"), "utf8").trim()).toBe("CERT-PEM");

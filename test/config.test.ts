@@ -55,7 +55,7 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
         value: '{"version"',
-        allowed: /allowed: build, buildSecrets, costCenter, local, network, protectData, serve/,
+        allowed: /allowed: build, buildSecrets, costCenter, local, network, protectData, registry, runners, serve/,
     },
     {
         what: "wrong type",
@@ -188,17 +188,17 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
     },
     {
         what: "pull-through secret outside ecr-pullthroughcache/",
-        config: withBuild((b) => (b.registry = { pullThrough: { dockerHub: { secretName: "dockerhub-creds" } } })),
-        key: "ml-infra:build.registry.pullThrough.dockerHub.secretName",
+        config: { [`${PROJECT}:registry`]: { pullThrough: { dockerHub: { secretName: "dockerhub-creds" } } } },
+        key: "ml-infra:registry.pullThrough.dockerHub.secretName",
         value: '"dockerhub-creds"',
         allowed: /starts with ecr-pullthroughcache\//,
     },
     {
-        what: "neither build nor serve",
+        what: "nothing to deploy",
         config: {},
         key: "ml-infra:build",
         value: "(missing)",
-        allowed: /needs a build section, a serve section or both/,
+        allowed: /needs a section to deploy: runners \(with network and registry\), build, serve \(with network\) or local/,
     },
 ];
 
@@ -239,8 +239,11 @@ describe("stack config validation", () => {
             forceDelete: false,
             keepReleasesPerTarget: 20,
             cacheUntaggedExpireDays: 7,
-            pullThrough: { enabled: true, ecrPublic: true, quay: true, cachedImageExpireDays: 90 },
         });
+        // A runners stack without a registry section gets the registry's defaults.
+        const runners = load({ [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"] }, [`${PROJECT}:runners`]: { pools: { amd64: {} } }, [`${PROJECT}:registry`]: { pullThrough: { dockerHub: { secretName: "ecr-pullthroughcache/docker-hub" } } } });
+        expect(runners.registry).toMatchObject({ repositoryPrefix: "ml", pullThrough: { enabled: true, ecrPublic: true, quay: true, cachedImageExpireDays: 90 } });
+        expect(runners.runners?.ciSources).toEqual({ securityGroupIds: [], cidrs: [] });
         expect(cfg.serve).toBeUndefined();
     });
 

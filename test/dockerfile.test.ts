@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { DockerfileParser, type From } from "dockerfile-ast";
 import { describe, expect, it } from "vitest";
 import { CATALOG, resolveTarget, targetBuildArgs } from "../components/shared/hardware";
-import { ROOT, awsBuildStackNames, stackFileConfig, stackNames } from "./harness";
+import { ROOT, runnersStackNames, stackFileConfig, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const CONTEXT = path.join(ROOT, "images/inference-server");
@@ -84,11 +84,10 @@ describe("reference inference server Dockerfile", () => {
         expect(text.split("\n")[0]).toBe(`# syntax=docker/dockerfile:${frontend.version}-${frontend.channel}`);
     });
 
-    it.each(awsBuildStackNames())("stack %s pulls that frontend through the Docker Hub pull-through rule (runners reach docker.io only through it)", (stack) => {
-        const build = stackFileConfig(stack)[`${PROJECT}:build`] as { images?: Array<{ context: string }>; registry?: { pullThrough?: { enabled?: boolean; dockerHub?: { secretName?: string } } } };
-        if (!(build.images ?? []).some((i) => i.context === "images/inference-server")) return;
-        expect(build.registry?.pullThrough?.enabled ?? true).toBe(true);
-        expect(build.registry?.pullThrough?.dockerHub?.secretName, "registry.pullThrough.dockerHub.secretName").toBeTruthy();
+    it.each(runnersStackNames())("runners stack %s pulls that frontend through the Docker Hub pull-through rule (runners reach docker.io only through it)", (stack) => {
+        const registry = stackFileConfig(stack)[`${PROJECT}:registry`] as { pullThrough?: { enabled?: boolean; dockerHub?: { secretName?: string } } } | undefined;
+        expect(registry?.pullThrough?.enabled ?? true).toBe(true);
+        expect(registry?.pullThrough?.dockerHub?.secretName, "registry.pullThrough.dockerHub.secretName").toBeTruthy();
     });
 
     it.each([...targetStages()])("has the stage of target %s (%s)", (_target, stage) => {

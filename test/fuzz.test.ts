@@ -62,18 +62,19 @@ const validBuildArb = fc
         images: fc.uniqueArray(imageArb, { minLength: 1, maxLength: 3, selector: (i) => i.name }),
         keep: fc.integer({ min: 1, max: 1000 }),
         days: fc.integer({ min: 1, max: 365 }),
-        dockerHub: fc.boolean(),
+        onRunners: fc.boolean(),
         prefix: fc.constantFrom("ml", "team-a", "vision.models"),
         buildOnPreview: fc.boolean(),
     })
     .map((b) => ({
         version: b.version,
-        repositoryPrefix: b.prefix,
+        // On the runners stack's pools (whose namespace is ml), or on a builder of its own with any namespace.
+        repositoryPrefix: b.onRunners ? "ml" : b.prefix,
+        ...(b.onRunners ? {} : { builder: "ci-builder" }),
         buildOnPreview: b.buildOnPreview,
         registry: {
             keepReleasesPerTarget: b.keep,
             cacheUntaggedExpireDays: b.days,
-            pullThrough: b.dockerHub ? { dockerHub: { secretName: "ecr-pullthroughcache/docker-hub" } } : {},
         },
         images: b.images,
     }));

@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { BUILDKITD_TOML_PATH } from "../components/runners/buildkitd";
 import { iamDocumentProblems } from "../policy/iam-grammar";
-import { type Evaluation, ROOT, evaluate, stackFileConfig, awsBuildStackNames } from "./harness";
+import { type Evaluation, ROOT, evaluate, stackFileConfig, runnersStackNames } from "./harness";
 
 const IN_CI = process.env.CI === "true";
 
@@ -48,7 +48,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "generated-"));
 
 /** Units the generated units depend on that the runner AMI provides, with the command each runs. */
 const RUNNER_HOST_UNITS: ReadonlyArray<readonly [string, string]> = [["docker.service", "/usr/bin/dockerd"]];
-const buildStacks = awsBuildStackNames();
+const runnersStacks = runnersStackNames();
 
 /** Scripts of the repository itself that CI or users run. */
 const REPO_SCRIPTS = [".ci/run", "scripts/ci/prepare-builders.sh", "scripts/docker-env.sh", "images/inference-server/build/nvcc-gencode.sh", "images/inference-server/build/torch-from-source.sh", "images/inference-server/build/gpu-check.sh", "tools/build.sh"]
@@ -63,7 +63,7 @@ describe("repository scripts", () => {
     });
 });
 
-describe.each(buildStacks)("generated files of build stack %s", (stack) => {
+describe.each(runnersStacks)("generated files of runners stack %s", (stack) => {
     let ev: Evaluation;
     const userData: Array<{ name: string; text: string; config: CloudConfig }> = [];
     beforeAll(async () => {
@@ -75,7 +75,7 @@ describe.each(buildStacks)("generated files of build stack %s", (stack) => {
     });
 
     it("has user data to check", () => {
-        const pools = Object.keys((stackFileConfig(stack)["ml-infra:build"] as { runners?: { pools: object } }).runners?.pools ?? {});
+        const pools = Object.keys((stackFileConfig(stack)["ml-infra:runners"] as { pools?: object } | undefined)?.pools ?? {});
         expect(userData).toHaveLength(pools.length);
     });
 

@@ -74,10 +74,12 @@ export async function evaluateFailure(stack: string, config: Record<string, unkn
         project,
         stack,
         false,
+        "organization",
     );
     vi.resetModules();
     try {
-        await import("../index");
+        const program = (await import("../index")) as { default: () => Promise<unknown> };
+        await program.default();
     } catch (error) {
         await waitForRPCs();
         return { error: error as Error, registered };

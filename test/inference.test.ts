@@ -143,7 +143,7 @@ function serveConfig(cases: readonly Case[], options: DeployOptions = {}): Recor
         "ml-infra:serve": {
             requirePinned: true,
             capacity: options.capacity ?? {},
-            clients: options.clients ?? { securityGroupIds: [CLIENT_SG], cidrs: [CLIENT_CIDR] },
+            clients: options.clients ?? { cidrs: [CLIENT_CIDR] },
             services: cases.map((c) => ({
                 name: serviceName(c),
                 image: "inference",

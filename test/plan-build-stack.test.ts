@@ -8,7 +8,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { callerCwd } from "../scripts/lib/cli-paths";
-import { buildStackName, main, plan } from "../scripts/plan";
+import { main, plan } from "../scripts/plan";
+import { stackReferencesOf } from "../scripts/lib/mock-runtime";
 import { STACKS_DIR, importProgram } from "./harness";
 import { PROJECT } from "./fixtures";
 
@@ -19,10 +20,10 @@ const digest = (c: string) => `sha256:${c.repeat(64)}`;
 
 /** A small build stack (the images dev deploys, nothing else) with this repository prefix. */
 const buildStack = (prefix: string) =>
-    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    version: 2026.11.0\n    repositoryPrefix: ${prefix}\n    registry:\n      pullThrough:\n        enabled: false\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n`;
+    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    version: 2026.11.0\n    repositoryPrefix: ${prefix}\n    builder: ci-builder\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n`;
 
 /** dev, following `buildStack`. */
-const devFollowing = (buildStack: string) => read("dev").replace(/buildStack: \S+/, `buildStack: ${buildStack}`);
+const devFollowing = (buildStack: string) => read("dev").replace(`${PROJECT}:serve:\n`, `${PROJECT}:serve:\n    buildStack: ${buildStack}\n`);
 
 /** The deployed refs of a plan, by service. */
 const deployed = (outputs: unknown) =>
@@ -68,14 +69,14 @@ describe("a stack that follows a build stack", () => {
         await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.build\.yaml is not valid YAML/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), devFollowing("organization/ml-infra/gone"));
-        await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/serve\.buildStack organization\/ml-infra\/gone of .*Pulumi\.dev\.yaml: no stack file .*Pulumi\.gone\.yaml .*--build-outputs/);
+        await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.dev\.yaml\): serve\.buildStack organization\/ml-infra\/gone of stack dev: no stack file .*Pulumi\.gone\.yaml .*--build-outputs/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), devFollowing("organization/other-project/build"));
         await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/is a stack of project other-project, not ml-infra/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), devFollowing("other"));
         fs.writeFileSync(path.join(dir, "Pulumi.other.yaml"), read("staging"));
-        await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.other\.yaml \(serve\.buildStack of .*Pulumi\.dev\.yaml\) has no ml-infra:build section/);
+        await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.dev\.yaml\): .*Pulumi\.other\.yaml \(serve\.buildStack of stack dev\) has no ml-infra:build section/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  - a list\n");
         await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.dev\.yaml: config is not a mapping/);
@@ -83,10 +84,14 @@ describe("a stack that follows a build stack", () => {
         await expect(plan("../dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/--stack "\.\.\/dev" is not a stack name/);
     });
 
-    it("reads the stack name from serve.buildStack ([org/][project/]stack)", () => {
-        expect(buildStackName("build", PROJECT)).toBe("build");
-        expect(buildStackName("org/build2", PROJECT)).toBe("build2");
-        expect(buildStackName(`org/${PROJECT}/b`, PROJECT)).toBe("b");
+    it("reads the stack names a config references ([org/][project/]stack, defaults <organization>/<project>/build and .../runners)", () => {
+        const serve = (buildStack?: string) => ({ [`${PROJECT}:serve`]: { buildStack, services: [{ name: "a" }] } });
+        expect(stackReferencesOf(serve("build")).map((r) => r.stack)).toEqual(["build"]);
+        expect(stackReferencesOf(serve("org/build2")).map((r) => r.stack)).toEqual(["build2"]);
+        expect(stackReferencesOf(serve(`org/${PROJECT}/b`)).map((r) => r.stack)).toEqual(["b"]);
+        expect(stackReferencesOf(serve()).map((r) => r.reference)).toEqual([`organization/${PROJECT}/build`]);
+        expect(stackReferencesOf({ [`${PROJECT}:build`]: {} }, "acme").map((r) => r.reference)).toEqual([`acme/${PROJECT}/runners`]);
+        expect(stackReferencesOf({ [`${PROJECT}:build`]: { builder: "mine" } })).toEqual([]);
     });
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "../components/build/lifecycle";
+import { cacheLifecyclePolicy, releaseLifecyclePolicy } from "../components/build/lifecycle";
+import { pullThroughLifecyclePolicy } from "../components/registry/pullthrough";
 import { parseImage, resolveThroughCache, UPSTREAMS } from "../components/registry/pullthrough";
 import { builtRef, digestRef, isDigestRef, parseDigestRef } from "../components/shared/image-refs";
 import { DIGEST_A } from "./fixtures";

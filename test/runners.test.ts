@@ -12,23 +12,22 @@ import type { PolicyDocument, PolicyStatement } from "../components/shared/iam";
 import { parseRegistryHost } from "../components/shared/image-refs";
 import { BuildRunnerPool, IDLE_EXPRESSION, MAX_POOL_NAME_LENGTH, type RunnerSummary, ciIngressSources, multiArchBuilder, runnerSummaries } from "../components/runners/pool";
 import { checkRunners } from "../components/runners/checks";
+import { checkTargetsOnPools } from "../components/build/checks";
 import { DEFAULT_AMI_PARAMETERS, type RunnersConfig, runnersSchema } from "../components/runners/schema";
 import { isGraviton, isNvidiaX86 } from "../components/shared/instance-types";
 import { CATALOG, POOLS, type HardwareTarget, type Pool, resolveTarget } from "../components/shared/hardware";
-import { pullThroughPrefixes } from "../components/build/checks";
-import { buildSchema } from "../components/build/schema";
+import { pullThroughPrefixes } from "../components/registry/pullthrough";
+import { registrySectionSchema } from "../components/registry/schema";
 import { type Evaluation, REGISTRY_HOST, type Registered, runUnderMocks, stackFileConfig, stackNames } from "./harness";
 
 const TAGS = { project: "ml-infra", stack: "build", "cost-center": "ml-platform", "managed-by": "pulumi" };
-const REPOS = [
-    "arn:aws:ecr:us-east-1:123456789012:repository/ml/inference",
-    "arn:aws:ecr:us-east-1:123456789012:repository/ml/cache/inference",
-];
+/** The project's repository namespace: the runners push under it only. */
+const PROJECT_REPOSITORIES = "arn:aws:ecr:us-east-1:123456789012:repository/ml/*";
 const catalogTargets = (): HardwareTarget[] => Object.entries(CATALOG).map(([n, spec]) => resolveTarget(n, spec));
 
-function problems(raw: unknown, targets: readonly HardwareTarget[] = [], prefixes: readonly string[] = ["docker-hub"]): string[] {
+function problems(raw: unknown, prefixes: readonly string[] = ["docker-hub"]): string[] {
     const out: string[] = [];
-    checkRunners(runnersSchema.parse(raw), targets, prefixes, (keys, message) => out.push(`${keys.join(".")}: ${message}`));
+    checkRunners(runnersSchema.parse(raw), prefixes, (keys, message) => out.push(`${keys.join(".")}: ${message}`));
     return out;
 }
 
@@ -58,7 +57,7 @@ describe("build.runners config", () => {
     });
 
     it("the default pools pass their own checks", () => {
-        expect(problems({ ...CI, pools: { amd64: {}, arm64: {}, gpu: {} } }, catalogTargets())).toEqual([]);
+        expect(problems({ ...CI, pools: { amd64: {}, arm64: {}, gpu: {} } })).toEqual([]);
     });
 
     it("tells Graviton and NVIDIA x86 types apart", () => {
@@ -80,23 +79,32 @@ describe("build.runners config", () => {
         ]);
     });
 
-    it("requires ≥ 200 GB on the pool that builds a BUILD_FROM_SOURCE=true target", () => {
-        const targets = [resolveTarget("cuda11-source", CATALOG["cuda11-source"])];
-        expect(problems({ ...CI, pools: { amd64: { volumeGiB: 150 } } }, targets)).toEqual([
-            "pools.amd64.volumeGiB: target cuda11-source builds from source (BUILD_FROM_SOURCE=true) on this pool and needs at least 200 GiB",
+    // The build stack checks these against the runners stack's outputs (before it registers anything).
+    const onPools = (pools: Array<{ pool: string; volumeGiB: number }>) => {
+        const out: string[] = [];
+        const targets = Object.fromEntries(catalogTargets().map((t) => [t.name, t]));
+        const images = [{ targets: Object.keys(targets) }] as unknown as Parameters<typeof checkTargetsOnPools>[0]["images"];
+        checkTargetsOnPools({ images }, targets, pools.map((p) => ({ ...p, builder: `ml-${p.pool}` })), "acme/ml-infra/runners", (keys, m) => out.push(`${keys.join(".")}: ${m}`));
+        return out;
+    };
+
+    it("requires >= 200 GB on the pool that builds a BUILD_FROM_SOURCE=true target (the build stack's check)", () => {
+        const all = [{ pool: "arm64", volumeGiB: 100 }, { pool: "gpu", volumeGiB: 200 }];
+        expect(onPools([{ pool: "amd64", volumeGiB: 150 }, ...all])).toEqual([
+            "images.0.targets.4: target cuda11-source builds from source (BUILD_FROM_SOURCE=true) and needs at least 200 GiB; the amd64 pool of runners stack acme/ml-infra/runners has 150 (runners.pools.amd64.volumeGiB)",
         ]);
-        expect(problems({ ...CI, pools: { amd64: { volumeGiB: 200 } } }, targets)).toEqual([]);
+        expect(onPools([{ pool: "amd64", volumeGiB: 200 }, ...all])).toEqual([]);
     });
 
-    it("requires every pool an image target builds on", () => {
-        expect(problems({ ...CI, pools: { amd64: {} } }, catalogTargets())).toEqual([
-            "pools.arm64: is not configured, but target arm64-neon builds on it",
-            "pools.gpu: is not configured, but target cuda12 builds on it",
+    it("requires every pool an image target builds on (the build stack's check)", () => {
+        expect(onPools([{ pool: "amd64", volumeGiB: 300 }])).toEqual([
+            "images.0.targets.2: target arm64-neon builds on the arm64 pool, which runners stack acme/ml-infra/runners does not have (it has: amd64); add runners.pools.arm64 there",
+            "images.0.targets.3: target cuda12 builds on the gpu pool, which runners stack acme/ml-infra/runners does not have (it has: amd64); add runners.pools.gpu there",
         ]);
     });
 
-    it("requires a CI source, never the whole internet, a real time zone and a matching AMI", () => {
-        expect(problems({ ciSources: {}, pools: {} })).toEqual(["ciSources: name at least one CI security group or CIDR: nothing else may reach the runners"]);
+    it("needs no in-VPC caller (CI uses the SSM tunnel), never the whole internet, a real time zone and a matching AMI", () => {
+        expect(problems({ pools: { amd64: {} } })).toEqual([]);
         expect(problems({ ciSources: { cidrs: ["0.0.0.0/0"] } })).toEqual(["ciSources.cidrs.0: must name the CI runners' addresses, not the whole internet"]);
         expect(problems({ ...CI, scaleToZeroSchedule: { timeZone: "Mars/Olympus", recurrences: ["0 20 * * *"] } })).toEqual([
             "scaleToZeroSchedule.timeZone: must be an IANA time zone such as Europe/Berlin or UTC",
@@ -117,15 +125,15 @@ describe("build.runners config", () => {
 describe("runner IAM", () => {
     const doc = runnerPolicy({
         registry: parseRegistryHost(REGISTRY_HOST),
-        repositoryArns: [REPOS[1], REPOS[0], REPOS[0]],
+        repositoryPrefix: "ml",
         pullThroughPrefixes: ["quay", "docker-hub"],
         logGroupArn: "arn:aws:logs:us-east-1:123456789012:log-group:/ml-infra/build/buildkit/runners-amd64",
         serverKeyParameterArn: "arn:aws:ssm:us-east-1:123456789012:parameter/ml-infra/build/buildkit/runners-amd64/server-key",
     });
 
-    it("scopes push/pull to exactly the project's repositories and pull-through to <prefix>/*", () => {
+    it("scopes push/pull to the project's namespace and pull-through to <prefix>/*", () => {
         const bySid = Object.fromEntries(doc.Statement.map((s) => [s.Sid, s]));
-        expect(bySid.EcrPushPullProjectRepositories.Resource).toEqual([...REPOS].sort());
+        expect(bySid.EcrPushPullProjectRepositories.Resource).toEqual([PROJECT_REPOSITORIES]);
         expect(bySid.EcrPushPullProjectRepositories.Action).toContain("ecr:PutImage");
         expect(bySid.EcrPullThroughCache.Resource).toEqual([
             "arn:aws:ecr:us-east-1:123456789012:repository/docker-hub/*",
@@ -136,8 +144,7 @@ describe("runner IAM", () => {
 
     it("has no wildcard resource but ecr:GetAuthorizationToken", () => {
         expect(unscopedStatements(doc).map((s) => s.Action)).toEqual([["ecr:GetAuthorizationToken"]]);
-        expect(() => runnerPolicy({ ...doc, registry: parseRegistryHost(REGISTRY_HOST), repositoryArns: ["arn:aws:ecr:us-east-1:123456789012:repository/*"], pullThroughPrefixes: [], logGroupArn: "l", serverKeyParameterArn: "p" })).toThrow(/wildcards are not allowed/);
-        expect(() => runnerPolicy({ registry: parseRegistryHost(REGISTRY_HOST), repositoryArns: [], pullThroughPrefixes: [], logGroupArn: "l", serverKeyParameterArn: "p" })).toThrow(/at least one repository/);
+        expect(() => runnerPolicy({ registry: parseRegistryHost(REGISTRY_HOST), repositoryPrefix: "docker-hub", pullThroughPrefixes: ["docker-hub"], logGroupArn: "l", serverKeyParameterArn: "p" })).toThrow(/also a pull-through prefix/);
     });
 
     it("reads the partition from the registry host and lets only EC2 assume the role", () => {
@@ -153,18 +160,19 @@ describe("runner IAM", () => {
 
 interface RunnerCase {
     readonly name: string;
-    /** The raw `build.runners` section. */
+    /** The raw `runners` section. */
     readonly runners: Record<string, unknown>;
     readonly pullThroughPrefixes: readonly string[];
 }
 
-/** The `build.runners` section of every stack file that builds, as the program would pass it. */
+/** The `runners` section of every stack file that has one, as the program would pass it. */
 function stackCases(): RunnerCase[] {
     return stackNames().flatMap((stack) => {
-        const build = stackFileConfig(stack)["ml-infra:build"] as { runners?: Record<string, unknown>; registry?: unknown } | undefined;
-        if (!build?.runners) return [];
-        const registry = buildSchema.shape.registry.parse(build.registry);
-        return [{ name: `stack ${stack}`, runners: build.runners, pullThroughPrefixes: pullThroughPrefixes(registry) }];
+        const config = stackFileConfig(stack);
+        const runners = config["ml-infra:runners"] as Record<string, unknown> | undefined;
+        if (!runners) return [];
+        const registry = registrySectionSchema.parse(config["ml-infra:registry"] ?? {});
+        return [{ name: `stack ${stack}`, runners, pullThroughPrefixes: pullThroughPrefixes(registry.pullThrough) }];
     });
 }
 
@@ -228,7 +236,7 @@ async function evaluateCase(c: RunnerCase): Promise<Deployed> {
                     runners,
                     vpcId: "vpc-0123456789abcdef0",
                     privateSubnetIds: ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
-                    repositoryArns: REPOS,
+                    repositoryPrefix: "ml",
                     pullThroughPrefixes: c.pullThroughPrefixes,
                     registryHost: REGISTRY_HOST,
                     tags: TAGS,
@@ -321,10 +329,10 @@ describe.each(RUNNER_CASES)("BuildRunnerPool: $name", (c) => {
         for (const pool of pools) {
             const policy = JSON.parse(String(one(ev, "aws:iam/rolePolicy:RolePolicy", `runners-${pool}-policy`).inputs.policy)) as Parameters<typeof unscopedStatements>[0];
             const push = policy.Statement.find((s) => s.Sid === "EcrPushPullProjectRepositories");
-            expect(push?.Resource).toEqual([...REPOS].sort());
+            expect(push?.Resource).toEqual([PROJECT_REPOSITORIES]);
             for (const s of policy.Statement.filter((st) => [st.Action].flat().some((a) => a.startsWith("ecr:") && a !== "ecr:GetAuthorizationToken"))) {
                 for (const r of [s.Resource ?? []].flat()) {
-                    expect(REPOS.includes(r) || c.pullThroughPrefixes.some((p) => r === `arn:aws:ecr:us-east-1:123456789012:repository/${p}/*`), r).toBe(true);
+                    expect(r === PROJECT_REPOSITORIES || c.pullThroughPrefixes.some((p) => r === `arn:aws:ecr:us-east-1:123456789012:repository/${p}/*`), r).toBe(true);
                 }
             }
             expect(unscopedStatements(policy).map((s) => s.Action)).toEqual([["ecr:GetAuthorizationToken"]]);
@@ -454,7 +462,7 @@ describe("BuildRunnerPool refuses contradictory args before creating anything", 
         runners,
         vpcId: "vpc-0123456789abcdef0",
         privateSubnetIds: ["subnet-0123456789abcdef0"],
-        repositoryArns: REPOS,
+        repositoryPrefix: "ml",
         pullThroughPrefixes: ["docker-hub"],
         registryHost: REGISTRY_HOST,
         tags: TAGS,
@@ -468,7 +476,6 @@ describe("BuildRunnerPool refuses contradictory args before creating anything", 
     it.each([
         ["an unconfigured pool", "runners-gpu", args("gpu"), /build\.runners\.pools\.gpu is not configured/],
         ["a name too long for the load balancer", "x".repeat(MAX_POOL_NAME_LENGTH + 1), args("amd64"), /longer than 20 characters/],
-        ["no repositories", "runners-amd64", args("amd64", { repositoryArns: [] }), /repositoryArns is empty/],
         ["an unknown pull-through prefix", "runners-amd64", args("amd64", { pullThroughPrefixes: ["dockerhub"] }), /unknown pull-through prefix "dockerhub"/],
     ] as const)("%s", async (_what, name, a, message) => {
         await expect(attempt(name, a)).rejects.toThrow(message);
@@ -478,7 +485,7 @@ describe("BuildRunnerPool refuses contradictory args before creating anything", 
         expect(problems({ ...CI, pools: { arm64: { instanceTypes: ["c7i.large"] } } })).toContain(
             "pools.arm64.instanceTypes.0: the arm64 pool takes Graviton types only (c7g, c8g, m7g, r7g ...: a `g` after the generation digit)",
         );
-        expect(problems({ ...CI, pools: { amd64: {} } }, [], ["ecr-public"]).join("\n")).toMatch(/^buildkitImage: .*needs the "docker-hub" pull-through rule/m);
+        expect(problems({ ...CI, pools: { amd64: {} } }, ["ecr-public"]).join("\n")).toMatch(/^buildkitImage: .*needs the "docker-hub" pull-through rule/m);
     });
 
     it("turns CI sources into stably named rules whatever their order", () => {

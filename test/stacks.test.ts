@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildConfig } from "../components/build/schema";
 import { isDigestRef } from "../components/shared/image-refs";
 import { CATALOG } from "../components/shared/hardware";
-import { type Evaluation, REGISTRY_HOST, buildStackOutputs, evaluate, evaluateRejection, stackFileConfig, stackNames, awsBuildStackNames } from "./harness";
+import { type Evaluation, REGISTRY_HOST, awsBuildStackNames, buildStackOutputs, evaluate, evaluateRejection, runnersStackNames, stackFileConfig, stackNames } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const BUILD_KEY = `${PROJECT}:build`;
@@ -25,6 +25,38 @@ describe("stack files", () => {
     it("include the shared build stack and the dev, staging and prod environments", () => {
         expect(buildStacks).toContain("build");
         expect(envStacks).toEqual(expect.arrayContaining(["dev", "staging", "prod"]));
+    });
+});
+
+describe.each(runnersStackNames())("runners stack %s", (stack) => {
+    let ev: Evaluation;
+    beforeAll(async () => {
+        ev = await evaluate(stack);
+    });
+
+    it("caches ECR Public and Quay, and Docker Hub and GHCR with ecr-pullthroughcache/ secrets", () => {
+        const rules = ev.ofType("aws:ecr/pullThroughCacheRule:PullThroughCacheRule");
+        const byPrefix = Object.fromEntries(rules.map((r) => [r.inputs.ecrRepositoryPrefix, r.inputs]));
+        expect(byPrefix["ecr-public"]).toMatchObject({ upstreamRegistryUrl: "public.ecr.aws" });
+        expect(byPrefix["ecr-public"].credentialArn).toBeUndefined();
+        expect(byPrefix.quay).toMatchObject({ upstreamRegistryUrl: "quay.io" });
+        expect(String(byPrefix["docker-hub"].credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
+        expect(String(byPrefix.github.credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
+        const templates = ev.ofType("aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate");
+        expect(templates.map((t) => t.inputs.prefix).sort()).toEqual(Object.keys(byPrefix).sort());
+        for (const t of templates) {
+            expect(t.inputs.appliedFors).toEqual(["PULL_THROUGH_CACHE"]);
+            // No key, no tags: the templates need no role, and nothing known to break pull-through creation.
+            expect(t.inputs.encryptionConfigurations).toEqual([{ encryptionType: "AES256" }]);
+            expect(t.inputs.resourceTags).toBeUndefined();
+            expect(t.inputs.customRoleArn).toBeUndefined();
+        }
+        // No secret is ever created by the program (so none can carry a value from code).
+        expect(ev.resources.filter((r) => r.type.startsWith("aws:secretsmanager/"))).toEqual([]);
+    });
+
+    it("exports the registry the build stack reads: its host, the project's namespace, the pull-through prefixes", () => {
+        expect(ev.outputs.registry).toEqual({ host: REGISTRY_HOST, repositoryPrefix: "ml", pullThroughPrefixes: ["ecr-public", "quay", "docker-hub", "github"] });
     });
 });
 
@@ -74,24 +106,6 @@ describe.each(buildStacks)("build stack %s", (stack) => {
             const rules = policyOf(policy as { inputs: Inputs }).rules;
             expect(rules).toEqual([expect.objectContaining({ selection: expect.objectContaining({ tagStatus: "untagged", countType: "sinceImagePushed" }) })]);
         }
-    });
-
-    it("caches ECR Public and Quay, and Docker Hub and GHCR with ecr-pullthroughcache/ secrets", () => {
-        const rules = ev.ofType("aws:ecr/pullThroughCacheRule:PullThroughCacheRule");
-        const byPrefix = Object.fromEntries(rules.map((r) => [r.inputs.ecrRepositoryPrefix, r.inputs]));
-        expect(byPrefix["ecr-public"]).toMatchObject({ upstreamRegistryUrl: "public.ecr.aws" });
-        expect(byPrefix["ecr-public"].credentialArn).toBeUndefined();
-        expect(byPrefix.quay).toMatchObject({ upstreamRegistryUrl: "quay.io" });
-        expect(String(byPrefix["docker-hub"].credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
-        expect(String(byPrefix.github.credentialArn)).toMatch(/:secret:ecr-pullthroughcache\//);
-        const templates = ev.ofType("aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate");
-        expect(templates.map((t) => t.inputs.prefix).sort()).toEqual(Object.keys(byPrefix).sort());
-        for (const t of templates) {
-            expect(t.inputs.appliedFors).toEqual(["PULL_THROUGH_CACHE"]);
-            expect(t.inputs.encryptionConfigurations).toEqual([expect.objectContaining({ encryptionType: "KMS" })]);
-        }
-        // No secret is ever created by the program (so none can carry a value from code).
-        expect(ev.resources.filter((r) => r.type.startsWith("aws:secretsmanager/"))).toEqual([]);
     });
 
     it("builds one image per image x target, for the target's one platform and stage", () => {
@@ -151,30 +165,26 @@ describe.each(buildStacks)("build stack %s", (stack) => {
         }
     });
 
-    it("builds each target on the runner pool its target names, when the stack has runner pools", () => {
-        const runners = build.runners as { pools: Record<string, unknown> } | undefined;
-        const exported = ev.outputs.runners as Record<string, { builder: string; endpoint: string; clientKey: string }> | undefined;
+    it("builds each target on the runners stack's pool its target names (or on the stack's own builder)", () => {
+        const runnersStack = stackFileConfig("runners")["ml-infra:runners"] as { pools: Record<string, unknown> };
         const outputs = ev.outputs.images as Record<string, { targets: Record<string, { pool: string }> }>;
         for (const r of ev.ofType("docker-build:index:Image")) {
             const builder = (r.inputs.builder as { name?: string } | undefined)?.name;
             const [img] = r.name.split("-");
             const target = r.name.slice(img.length + 1, -"-image".length);
             const pool = outputs[img].targets[target].pool;
-            if (runners) {
-                expect(Object.keys(runners.pools)).toContain(pool);
-                expect(builder).toBe(exported?.[pool].builder);
-                expect(builder).toBe(`ml-${pool}`);
-            } else {
+            if (build.builder) {
                 expect(builder).toBe(build.builder);
+            } else {
+                expect(Object.keys(runnersStack.pools)).toContain(pool);
+                expect(builder).toBe(`ml-${pool}`);
             }
         }
-        if (runners) {
-            expect(Object.keys(exported ?? {}).sort()).toEqual(Object.keys(runners.pools).sort());
-            for (const pool of Object.values(exported ?? {})) expect(pool.endpoint).toMatch(/^tcp:\/\/.+\.elb\..+:\d+$/);
-            const poolResources = ev.resources.filter((x) => x.type === "ml-infra:build:BuildRunnerPool");
-            expect(poolResources.map((x) => x.name).sort()).toEqual(Object.keys(runners.pools).map((p) => `runners-${p}`).sort());
-        }
+        // The build stack makes no runner: it reads the runners stack.
+        expect(ev.resources.filter((x) => x.type === "ml-infra:build:BuildRunnerPool")).toEqual([]);
+        expect(ev.ofType("pulumi:pulumi:StackReference").map((x) => x.inputs.name)).toEqual(build.builder ? [] : ["organization/ml-infra/runners"]);
     });
+
 
     it("keeps runner certificates and keys secret", () => {
         for (const r of ev.ofType("aws:ssm/parameter:Parameter")) expect(r.secretInputs).toContain("value");
@@ -225,7 +235,7 @@ describe.each(envStacks)("environment stack %s", (stack) => {
         }
         const refs = ev.ofType("pulumi:pulumi:StackReference");
         expect(refs.length).toBe(serve.services.some((s) => !s.ref) ? 1 : 0);
-        if (refs.length) expect(refs[0].inputs.name).toBe(serve.buildStack);
+        if (refs.length) expect(refs[0].inputs.name).toBe(serve.buildStack ?? "organization/ml-infra/build");
     });
 });
 
@@ -237,9 +247,9 @@ describe("promotion stacks", () => {
         for (const s of serve.services) expect(isDigestRef(String(s.ref))).toBe(true);
     });
 
-    it("dev follows the build stack", () => {
+    it("dev follows the build stack (named by default: <organization>/<project>/build, valid on Pulumi Cloud and a self-managed backend)", () => {
         const serve = stackFileConfig("dev")[SERVE_KEY] as { buildStack?: string; services: Array<{ ref?: string }> };
-        expect(serve.buildStack).toMatch(/\/build$/);
+        expect(serve.buildStack).toBeUndefined();
         expect(serve.services.every((s) => s.ref === undefined)).toBe(true);
     });
 });
@@ -312,8 +322,8 @@ describe("a hardware target declared only in stack files", () => {
         const args = ev.ofType("docker-build:index:Image")[0].inputs.buildArgs as Record<string, string>;
         expect(args.CUDA_ARCH_LIST).toBe("8.0;9.0");
         expect(args.TORCH_VARIANT).toBe(CATALOG.cuda12.buildArgs.TORCH_VARIANT);
-        // This config names no Docker Hub credentials, so there is no docker-hub rule: the base stays upstream.
-        expect(args.BASE_IMAGE).toBe("docker.io/nvidia/cuda:12.8.1-devel-ubuntu22.04");
+        // The runners stack has a docker-hub pull-through rule: the base comes through it.
+        expect(args.BASE_IMAGE).toBe(`${REGISTRY_HOST}/docker-hub/nvidia/cuda:12.8.1-devel-ubuntu22.04`);
     });
 
     it("dev refuses a build stack output that is not a digest", async () => {

@@ -54,7 +54,7 @@ describe("GitHub workflows", () => {
 
         it("previews every stack with the policy pack, a diff and a PR comment, through OIDC", () => {
             const job = wf.jobs.preview;
-            expect(job.strategy?.matrix.stack).toEqual(["build", "dev", "staging", "prod"]);
+            expect(job.strategy?.matrix.stack).toEqual(["runners", "build", "dev", "staging", "prod"]);
             const pulumi = (job.steps ?? []).find((s) => s.uses?.startsWith("pulumi/actions@"));
             expect(pulumi?.with).toMatchObject({ command: "preview", "comment-on-pr": true, diff: true, policyPacks: "policy" });
             const aws = (job.steps ?? []).find((s) => s.uses?.startsWith("aws-actions/configure-aws-credentials@"));
@@ -67,7 +67,7 @@ describe("GitHub workflows", () => {
         it("plans every stack offline for every PR, forks included, without secrets", () => {
             const job = wf.jobs.plan;
             expect(job.if).toBeUndefined();
-            expect(job.strategy?.matrix.stack).toEqual(["build", "dev", "staging", "prod"]);
+            expect(job.strategy?.matrix.stack).toEqual(["runners", "build", "dev", "staging", "prod"]);
             expect(JSON.stringify(job)).not.toMatch(/secrets\.|configure-aws-credentials/);
             const runs = (job.steps ?? []).map((s) => s.run ?? "").join("\n");
             expect(runs).toMatch(/npm run --silent plan -- --stack "\$\{\{ matrix.stack \}\}" --json plan.json --diff base-plan.json/);
@@ -79,13 +79,17 @@ describe("GitHub workflows", () => {
         const wf = load("deploy.yml");
         const up = load("pulumi-up.yml");
 
-        it("updates build, then dev, then staging, then prod, prod behind approval", () => {
+        it("updates runners, then build (after its limits), then dev, staging and prod, prod behind approval: the first-deployment order", () => {
             expect(wf.on).toHaveProperty("push");
-            expect(wf.jobs.build.needs).toBe("test");
+            expect(wf.jobs.limits.needs).toBe("test");
+            expect(wf.jobs.runners.needs).toBe("limits");
+            expect(wf.jobs.build.needs).toEqual(["limits", "runners"]);
             expect(wf.jobs.dev.needs).toBe("build");
             expect(wf.jobs.staging.needs).toBe("dev");
             expect(wf.jobs.prod.needs).toBe("staging");
-            for (const stack of ["build", "dev", "staging", "prod"]) {
+            expect(wf.jobs.build.with).toMatchObject({ "prepare-builders": true });
+            for (const stack of ["runners", "dev", "staging", "prod"]) expect(wf.jobs[stack].with?.["prepare-builders"]).toBeUndefined();
+            for (const stack of ["runners", "build", "dev", "staging", "prod"]) {
                 expect(wf.jobs[stack].uses).toBe("./.github/workflows/pulumi-up.yml");
                 expect(wf.jobs[stack].with?.stack).toBe(stack);
             }
@@ -101,6 +105,7 @@ describe("GitHub workflows", () => {
             expect(text("pulumi-up.yml")).not.toMatch(/aws-access-key-id|aws-secret-access-key/);
             const steps = job.steps ?? [];
             const prepare = steps.findIndex((s) => (s.run ?? "").startsWith("scripts/ci/prepare-builders.sh"));
+            expect(steps[prepare]?.run).toContain("/ml-infra/runners");
             const upStep = steps.findIndex((s) => s.with?.command === "up");
             expect(prepare).toBeGreaterThan(-1);
             expect(prepare).toBeLessThan(upStep);

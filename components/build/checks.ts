@@ -8,9 +8,8 @@ import { type Report, within } from "../shared/problems";
 import { CREDENTIAL_ARG_RE, resolveTargets } from "../shared/target-config";
 import { LOCAL_RUNNER } from "../local/runner";
 import { chainProblems } from "./chains";
-import { enabledUpstreams } from "../registry/pullthrough";
-import { checkRunners } from "../runners/checks";
-import type { BuildConfig, RegistryConfig } from "./schema";
+import { SOURCE_BUILD_MIN_VOLUME_GIB } from "../runners/schema";
+import type { BuildConfig } from "./schema";
 
 /** What the build checks need besides the section. */
 export interface BuildCheckContext {
@@ -23,12 +22,6 @@ export interface BuildCheckContext {
     /** Is there a file or directory at this absolute path? */
     readonly pathExists: (absolutePath: string) => boolean;
 }
-
-/** Prefixes of the pull-through rules the registry config creates. */
-export function pullThroughPrefixes(registry: RegistryConfig): string[] {
-    return enabledUpstreams(registry.pullThrough).map((u) => u.upstream.prefix);
-}
-
 
 /**
  * The whole `build` section: its targets merged onto the catalog, each image
@@ -99,19 +92,49 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
         }
     });
     for (const p of chainProblems(build.images)) report(["images", p.index, p.key], p.message);
-    if (build.localRegistry && build.runners) {
-        report(["runners"], "a build to a local registry runs on the local BuildKit runner, not on runner pools; remove one of them");
-    }
     if (build.localRegistry && !build.builder) {
         report(["builder"], `a build to a local registry runs on the local BuildKit runner: set build.builder to its builder (${LOCAL_RUNNER.builder}, which \`sudo npm run docker:env\` creates)`);
     }
-    if (build.runners) {
-        const used = [...new Set(build.images.flatMap((i) => i.targets))].filter((t) => t in targets).map((t) => targets[t]);
-        checkRunners(build.runners, used, pullThroughPrefixes(build.registry), within(report, ["runners"]));
-        if (build.builder) report(["builder"], "is set by the runner pools when build.runners is configured; remove one of them");
+    if (build.runnersStack && (build.builder || build.localRegistry)) {
+        report(["runnersStack"], `is not used: images build on ${build.localRegistry ? "the local runner" : `builder ${build.builder}`}; remove one of them`);
     }
     if (build.registry.forceDelete && context.protectData) {
         report(["registry", "forceDelete"], "would let pulumi delete repositories that still hold images; allowed only with ml-infra:protectData: false (dev)");
     }
     return targets;
+}
+
+/** What the runners stack exports of one pool, as the build stack reads it. */
+export interface PoolFact {
+    readonly pool: string;
+    readonly builder: string;
+    readonly volumeGiB: number;
+}
+
+/**
+ * Every target the images build on a pool the runners stack has, with the disk
+ * a source build needs. Run when the runners stack's outputs are read (before
+ * anything is registered); keys are relative to the `build` section.
+ */
+export function checkTargetsOnPools(
+    build: Pick<BuildConfig, "images">,
+    targets: Readonly<Record<string, HardwareTarget>>,
+    pools: readonly PoolFact[],
+    runnersStack: string,
+    report: Report,
+): void {
+    const byPool = new Map(pools.map((p) => [p.pool, p]));
+    const have = pools.map((p) => p.pool).sort().join(", ") || "none";
+    build.images.forEach((image, i) => {
+        image.targets.forEach((name, j) => {
+            const target = targets[name];
+            if (!target) return;
+            const pool = byPool.get(target.pool);
+            if (!pool) {
+                report(["images", i, "targets", j], `target ${name} builds on the ${target.pool} pool, which runners stack ${runnersStack} does not have (it has: ${have}); add runners.pools.${target.pool} there`);
+            } else if (target.buildArgs.BUILD_FROM_SOURCE === "true" && pool.volumeGiB < SOURCE_BUILD_MIN_VOLUME_GIB) {
+                report(["images", i, "targets", j], `target ${name} builds from source (BUILD_FROM_SOURCE=true) and needs at least ${SOURCE_BUILD_MIN_VOLUME_GIB} GiB; the ${target.pool} pool of runners stack ${runnersStack} has ${pool.volumeGiB} (runners.pools.${target.pool}.volumeGiB)`);
+            }
+        });
+    });
 }

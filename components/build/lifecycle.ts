@@ -7,26 +7,8 @@
  * Cache repositories expire untagged manifests (superseded cache exports);
  * the current `cache-<target>` tag is tagged, so it is never expired.
  */
+import type { LifecyclePolicy } from "../shared/ecr-lifecycle";
 import { releaseTagPattern } from "./naming";
-
-export interface LifecycleSelection {
-    readonly tagStatus: "tagged" | "untagged" | "any";
-    readonly tagPatternList?: readonly string[];
-    readonly countType: "imageCountMoreThan" | "sinceImagePushed";
-    readonly countUnit?: "days";
-    readonly countNumber: number;
-}
-
-export interface LifecycleRule {
-    readonly rulePriority: number;
-    readonly description: string;
-    readonly selection: LifecycleSelection;
-    readonly action: { readonly type: "expire" };
-}
-
-export interface LifecyclePolicy {
-    readonly rules: readonly LifecycleRule[];
-}
 
 /** Keep the last `keep` release tags of each target; nothing else expires. */
 export function releaseLifecyclePolicy(targets: readonly string[], keep: number): LifecyclePolicy {
@@ -53,20 +35,6 @@ export function cacheLifecyclePolicy(days: number): LifecyclePolicy {
                 rulePriority: 1,
                 description: `expire superseded cache manifests after ${days} days`,
                 selection: { tagStatus: "untagged", countType: "sinceImagePushed", countUnit: "days", countNumber: days },
-                action: { type: "expire" },
-            },
-        ],
-    };
-}
-
-/** Pulled-through upstream images are a cache: expire after `days`, ECR re-fetches on the next pull. */
-export function pullThroughLifecyclePolicy(days: number): LifecyclePolicy {
-    return {
-        rules: [
-            {
-                rulePriority: 1,
-                description: `expire cached upstream images after ${days} days (re-fetched on demand)`,
-                selection: { tagStatus: "any", countType: "sinceImagePushed", countUnit: "days", countNumber: days },
                 action: { type: "expire" },
             },
         ],

@@ -6,18 +6,18 @@
  * - one cache repository per image (`<prefix>/cache/<image>`): immutable
  *   except tags matching `cache-*`, so `cache-<target>` can be overwritten by
  *   every build while nothing else can; superseded cache manifests expire;
- * - pull-through cache rules for ECR Public and Quay, and for Docker Hub and
- *   GHCR when a credentials secret (`ecr-pullthroughcache/...`) is named, with
- *   a repository creation template for the repositories they create;
  * - registry credentials for docker-build (a Pulumi secret).
+ *
+ * The pull-through cache belongs to the account's registry and is made
+ * before anything is built: the runners stack's PullThroughCache
+ * (components/registry/).
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { RegistryConfig } from "./schema";
-import { cacheLifecyclePolicy, pullThroughLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
+import { cacheLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
 import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
 import { dataResourceOptions } from "../shared/protection";
-import { type UpstreamKey, enabledUpstreams } from "../registry/pullthrough";
 
 export interface ImageRegistryArgs {
     /** Repository namespace, e.g. `ml` (config `build.repositoryPrefix`, default `ml`). */
@@ -46,8 +46,6 @@ export class ImageRegistry extends pulumi.ComponentResource {
     public readonly cacheRepositories: Readonly<Record<string, aws.ecr.Repository>>;
     /** `<account>.dkr.ecr.<region>.amazonaws.com` */
     public readonly registryHost: pulumi.Output<string>;
-    /** Upstream registries whose pull-through rule exists. */
-    public readonly pullThroughUpstreams: ReadonlySet<UpstreamKey>;
     /** ECR login for docker-build (a secret). */
     public readonly credentials: pulumi.Output<RegistryCredentials>;
     /** The same login as a docker-build `registries` list, shared by every image (a secret). */
@@ -119,46 +117,10 @@ export class ImageRegistry extends pulumi.ComponentResource {
 
         this.registries = this.credentials.apply((c) => [c]);
 
-        this.pullThroughUpstreams = this.createPullThroughCache(name, options, tags, encryptionConfigurations);
-
         this.registerOutputs({
             registryHost: this.registryHost,
             repositories: Object.fromEntries(Object.entries(repositories).map(([k, r]) => [k, r.repositoryUrl])),
             cacheRepositories: Object.fromEntries(Object.entries(cacheRepositories).map(([k, r]) => [k, r.repositoryUrl])),
         });
-    }
-
-    private createPullThroughCache(
-        name: string,
-        options: RegistryConfig,
-        tags: Readonly<Record<string, string>>,
-        encryptionConfigurations: ReadonlyArray<{ encryptionType: string; kmsKey: string | undefined }>,
-    ): ReadonlySet<UpstreamKey> {
-        const enabled = new Set<UpstreamKey>();
-        for (const { upstream, secretName } of enabledUpstreams(options.pullThrough)) {
-            // The secret is created (with its value) outside this program; we only look it up.
-            const credentialArn = secretName ? aws.secretsmanager.getSecretOutput({ name: secretName }, { parent: this }).arn : undefined;
-            new aws.ecr.PullThroughCacheRule(
-                `${name}-ptc-${upstream.prefix}`,
-                { ecrRepositoryPrefix: upstream.prefix, upstreamRegistryUrl: upstream.upstreamRegistryUrl, credentialArn },
-                { parent: this },
-            );
-            new aws.ecr.RepositoryCreationTemplate(
-                `${name}-ptc-${upstream.prefix}-template`,
-                {
-                    prefix: upstream.prefix,
-                    description: `repositories created by the ${upstream.upstreamRegistryUrl} pull-through cache`,
-                    appliedFors: ["PULL_THROUGH_CACHE"],
-                    // Upstream tags move (e.g. a re-published CUDA patch tag), so cached tags must be updatable.
-                    imageTagMutability: "MUTABLE",
-                    encryptionConfigurations: [...encryptionConfigurations],
-                    lifecyclePolicy: JSON.stringify(pullThroughLifecyclePolicy(options.pullThrough.cachedImageExpireDays)),
-                    resourceTags: { ...tags, "ml-infra:purpose": "pull-through-cache" },
-                },
-                { parent: this },
-            );
-            enabled.add(upstream.key);
-        }
-        return enabled;
     }
 }

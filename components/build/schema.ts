@@ -6,27 +6,18 @@
 import { z } from "zod";
 import { name, strict, stringMap } from "../shared/schema";
 import { targetsSchema } from "../shared/target-config";
-import { runnersSchema } from "../runners/schema";
+import { stackName } from "../shared/stack-names";
 
-const pullThroughSecret = strict({
-    secretName: z
-        .string()
-        .regex(/^ecr-pullthroughcache\/[A-Za-z0-9/_+=.@-]+$/, "must name a Secrets Manager secret whose name starts with ecr-pullthroughcache/"),
-});
-
+/** `build.registry`: the project's repositories. */
 const registrySchema = strict({
+    /** KMS key of the repositories. Default: unset (the AWS managed key for ECR). */
     kmsKeyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/.+$/, "must be a KMS key or alias ARN").optional(),
+    /** Let `pulumi destroy` delete repositories that hold images (only with protectData false). Default false. */
     forceDelete: z.boolean().default(false),
+    /** Releases kept per target; older ones expire. Default 20. */
     keepReleasesPerTarget: z.number().int().min(1).max(1000).default(20),
+    /** Days superseded cache manifests are kept. Default 7. */
     cacheUntaggedExpireDays: z.number().int().min(1).max(365).default(7),
-    pullThrough: strict({
-        enabled: z.boolean().default(true),
-        ecrPublic: z.boolean().default(true),
-        quay: z.boolean().default(true),
-        dockerHub: pullThroughSecret.optional(),
-        github: pullThroughSecret.optional(),
-        cachedImageExpireDays: z.number().int().min(1).max(3650).default(90),
-    }).prefault({}),
 }).prefault({});
 
 const imageSchema = strict({
@@ -51,9 +42,19 @@ export const buildSchema = strict({
     version: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/, "must be a valid image tag of at most 64 characters"),
     repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
     buildOnPreview: z.boolean().default(false),
-    builder: z.string().min(1).optional(),
+    /**
+     * buildx builder every image builds on. Default: each target on the
+     * builder of its runner pool (`ml-<pool>`, from the runners stack).
+     * Required with `localRegistry` (the local runner's, `ml-local`).
+     */
+    builder: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a buildx builder name").optional(),
+    /**
+     * The runners stack (runner pools, pull-through cache) this stack builds on:
+     * `[org/][project/]stack`. Default `<organization>/<project>/runners`.
+     * Not used with `builder` or `localRegistry`.
+     */
+    runnersStack: stackName.optional(),
     registry: registrySchema,
-    runners: runnersSchema.optional(),
     targets: targetsSchema,
     images: z.array(imageSchema).min(1, "the build section needs at least one image"),
 });

@@ -2,6 +2,7 @@
  * ECR pull-through cache: which upstream registries, under which prefix, and
  * how an upstream base image is rewritten to go through the cache (pure).
  */
+import type { LifecyclePolicy } from "../shared/ecr-lifecycle";
 
 export type UpstreamKey = "ecrPublic" | "quay" | "dockerHub" | "github";
 
@@ -81,4 +82,23 @@ export function enabledUpstreams(options: PullThroughOptions): Array<{ readonly 
         github: { on: options.github !== undefined, secretName: options.github?.secretName },
     };
     return UPSTREAMS.filter((u) => wanted[u.key].on).map((upstream) => ({ upstream, secretName: wanted[upstream.key].secretName }));
+}
+
+/** Pulled-through upstream images are a cache: expire after `days`, ECR re-fetches on the next pull. */
+export function pullThroughLifecyclePolicy(days: number): LifecyclePolicy {
+    return {
+        rules: [
+            {
+                rulePriority: 1,
+                description: `expire cached upstream images after ${days} days (re-fetched on demand)`,
+                selection: { tagStatus: "any", countType: "sinceImagePushed", countUnit: "days", countNumber: days },
+                action: { type: "expire" },
+            },
+        ],
+    };
+}
+
+/** Prefixes of the pull-through rules a `registry.pullThrough` config creates. */
+export function pullThroughPrefixes(options: PullThroughOptions): string[] {
+    return enabledUpstreams(options).map((u) => u.upstream.prefix);
 }

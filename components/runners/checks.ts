@@ -1,13 +1,13 @@
 /**
- * Cross-field checks of the `build.runners` section (pure): CI sources,
- * instance types per pool kind, volumes, AMIs, and that every target's pool
- * exists. Runs once, when the stack config is loaded.
+ * Cross-field checks of the `runners` section (pure): CI sources, instance
+ * types per pool kind, volumes, AMIs, the BuildKit image. Runs once, when
+ * the stack config is loaded.
  */
-import { type HardwareTarget, POOLS, type Pool } from "../shared/hardware";
+import { POOLS } from "../shared/hardware";
 import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "../shared/instance-types";
 import type { Report } from "../shared/problems";
 import { buildkitImageProblem } from "./buildkitd";
-import { MIN_VOLUME_GIB, type RunnersConfig, SOURCE_BUILD_MIN_VOLUME_GIB } from "./schema";
+import { MIN_VOLUME_GIB, type RunnersConfig } from "./schema";
 
 function validTimeZone(zone: string): boolean {
     try {
@@ -19,20 +19,13 @@ function validTimeZone(zone: string): boolean {
 }
 
 /**
- * Cross-field checks of `build.runners` against the targets the stack's
- * images build and the pull-through rules the registry has. Reports each
- * problem with its key path relative to the section.
+ * Cross-field checks of `runners` and against the pull-through rules the
+ * registry has. Reports each problem with its key path relative to the
+ * section. (Which targets build on which pool is the build stack's check,
+ * against this stack's outputs: components/build/checks.ts.)
  */
-export function checkRunners(
-    runners: RunnersConfig,
-    targets: readonly HardwareTarget[],
-    pullThroughPrefixes: readonly string[],
-    report: Report,
-): void {
+export function checkRunners(runners: RunnersConfig, pullThroughPrefixes: readonly string[], report: Report): void {
     const { ciSources } = runners;
-    if (ciSources.securityGroupIds.length === 0 && ciSources.cidrs.length === 0) {
-        report(["ciSources"], "name at least one CI security group or CIDR: nothing else may reach the runners");
-    }
     ciSources.cidrs.forEach((c, i) => {
         if (c.endsWith("/0")) report(["ciSources", "cidrs", i], "must name the CI runners' addresses, not the whole internet");
     });
@@ -73,28 +66,6 @@ export function checkRunners(
         }
     }
 
-    const sourceBuilds = new Map<Pool, string[]>();
-    const users = new Map<Pool, string[]>();
-    for (const target of [...targets].sort((a, b) => a.name.localeCompare(b.name))) {
-        users.set(target.pool, [...(users.get(target.pool) ?? []), target.name]);
-        if (target.buildArgs.BUILD_FROM_SOURCE === "true") {
-            sourceBuilds.set(target.pool, [...(sourceBuilds.get(target.pool) ?? []), target.name]);
-        }
-    }
-    for (const [kind, names] of users) {
-        if (!runners.pools[kind]) {
-            report(["pools", kind], `is not configured, but target ${names.join(", ")} builds on it`);
-        }
-    }
-    for (const [kind, names] of sourceBuilds) {
-        const pool = runners.pools[kind];
-        if (pool && pool.volumeGiB < SOURCE_BUILD_MIN_VOLUME_GIB) {
-            report(
-                ["pools", kind, "volumeGiB"],
-                `target ${names.join(", ")} builds from source (BUILD_FROM_SOURCE=true) on this pool and needs at least ${SOURCE_BUILD_MIN_VOLUME_GIB} GiB`,
-            );
-        }
-    }
     const imageProblem = buildkitImageProblem(runners.buildkitImage, pullThroughPrefixes);
     if (imageProblem) report(["buildkitImage"], imageProblem);
 }

@@ -19,12 +19,57 @@ export function certDir(pool: Pool): string {
     return `$HOME/.ml-infra/buildkit/${pool}`;
 }
 
-/** Shell commands that write a pool's CA, client certificate and key from the stack output. */
-export function certInstallCommands(o: { readonly pool: Pool; readonly stack: string; readonly output: string }): string[] {
+/** Local port of a pool's SSM tunnel on the CI machine (one per pool, so all pools can be open at once). */
+export const TUNNEL_PORTS: Readonly<Record<Pool, number>> = { amd64: 12341, arm64: 12342, gpu: 12343 };
+
+/**
+ * Shell commands that write a pool's CA (plain output `runners`), client
+ * certificate and key (secret output `runnerCredentials`, read with
+ * --show-secrets; the key file is made with mode 0600).
+ */
+export function certInstallCommands(o: { readonly pool: Pool; readonly stack: string }): string[] {
     const dir = certDir(o.pool);
-    const field = (key: string, file: string) =>
-        `pulumi stack output --stack ${shellQuote(o.stack)} --show-secrets --json ${shellQuote(o.output)} | jq -r ${shellQuote(`.${o.pool}.${key}`)} > "${dir}/${file}"`;
-    return [`install -d -m 0700 "${dir}"`, field("caCert", "ca.pem"), field("clientCert", "cert.pem"), `(umask 077; ${field("clientKey", "key.pem")})`];
+    const read = (output: string, key: string, secret: boolean) =>
+        `pulumi stack output --stack ${shellQuote(o.stack)}${secret ? " --show-secrets" : ""} --json ${output} | jq -er ${shellQuote(`.${o.pool}.${key}`)}`;
+    return [
+        `install -d -m 0700 "${dir}"`,
+        `${read("runners", "caCert", false)} > "${dir}/ca.pem"`,
+        `${read("runnerCredentials", "clientCert", true)} > "${dir}/cert.pem"`,
+        `(umask 077; ${read("runnerCredentials", "clientKey", true)} > "${dir}/key.pem")`,
+    ];
+}
+
+/**
+ * Opens the SSM tunnel to a pool from outside the VPC (GitHub-hosted CI): an
+ * AWS Systems Manager port-forwarding session through one of the pool's
+ * in-service runners (they run the SSM agent; no inbound rule is involved) to
+ * the pool's load balancer, on 127.0.0.1:<local port> here. The session runs
+ * in the background (pid and log in the pool's certificate directory); the
+ * commands fail unless the port answers within `timeoutSeconds`. Needs the
+ * AWS CLI with the session-manager-plugin. bash.
+ */
+export function tunnelCommands(o: {
+    readonly pool: Pool;
+    readonly region: string;
+    readonly autoScalingGroupName: string;
+    readonly host: string;
+    readonly port: number;
+    readonly localPort: number;
+    readonly timeoutSeconds?: number;
+}): string[] {
+    const dir = certDir(o.pool);
+    const group = shellQuote(o.autoScalingGroupName);
+    const query = "AutoScalingGroups[0].Instances[?LifecycleState=='InService' && HealthStatus=='Healthy'].InstanceId | [0]";
+    const parameters = JSON.stringify({ host: [o.host], portNumber: [String(o.port)], localPortNumber: [String(o.localPort)] });
+    const timeout = o.timeoutSeconds ?? 120;
+    return [
+        `instance="$(aws autoscaling describe-auto-scaling-groups --region ${o.region} --auto-scaling-group-names ${group} --query ${shellQuote(query)} --output text)"`,
+        `[ -n "$instance" ] && [ "$instance" != None ] || { echo "pool ${o.pool} has no healthy in-service runner to tunnel through" >&2; exit 1; }`,
+        `install -d -m 0700 "${dir}"`,
+        `nohup aws ssm start-session --region ${o.region} --target "$instance" --document-name AWS-StartPortForwardingSessionToRemoteHost --parameters ${shellQuote(parameters)} > "${dir}/tunnel.log" 2>&1 &`,
+        `echo $! > "${dir}/tunnel.pid"`,
+        `deadline=$(( $(date +%s) + ${timeout} )); until (exec 3<>/dev/tcp/127.0.0.1/${o.localPort}) 2>/dev/null; do [ "$(date +%s)" -lt "$deadline" ] || { echo "the SSM tunnel to pool ${o.pool} did not open on 127.0.0.1:${o.localPort} within ${timeout}s" >&2; cat "${dir}/tunnel.log" >&2; exit 1; }; sleep 2; done`,
+    ];
 }
 
 export interface BuilderNode {

@@ -3,7 +3,8 @@
  * where a resource takes them).
  *
  * The runner role may: log in to ECR (`ecr:GetAuthorizationToken`, which has
- * no resource scope), push and pull exactly the project's repositories, pull
+ * no resource scope), push and pull the project's repositories (under its
+ * namespace, `<prefix>/*`: the build stack creates them later, per image), pull
  * (and so create) pull-through repositories under `<prefix>/*` only, write to
  * its own log group, and read its own TLS key parameter. SSM core access
  * comes from the AWS managed policy, attached by ARN.
@@ -54,7 +55,7 @@ export function cloudWatchAgentServerPolicyArn(partition: string): string {
     return `arn:${partition}:iam::aws:policy/CloudWatchAgentServerPolicy`;
 }
 
-/** ARN pattern of the repositories a pull-through prefix creates. */
+/** ARN pattern of the repositories under a namespace (a pull-through prefix, or the project's). */
 export function pullThroughRepositoryArn(location: RegistryLocation, prefix: string): string {
     if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(prefix)) throw new Error(`not a pull-through prefix: ${JSON.stringify(prefix)}`);
     return `arn:${location.partition}:ecr:${location.region}:${location.account}:repository/${prefix}/*`;
@@ -62,8 +63,8 @@ export function pullThroughRepositoryArn(location: RegistryLocation, prefix: str
 
 export interface RunnerPolicyInput {
     readonly registry: RegistryLocation;
-    /** The project's release and cache repositories: push and pull on exactly these. */
-    readonly repositoryArns: readonly string[];
+    /** The project's repository namespace (`registry.repositoryPrefix`): push and pull under `<prefix>/*` only. */
+    readonly repositoryPrefix: string;
     /** Pull-through prefixes (ecr-public, quay, docker-hub, github). */
     readonly pullThroughPrefixes: readonly string[];
     /** The pool's own log group. */
@@ -76,15 +77,13 @@ const sortedUnique = (values: readonly string[]) => [...new Set(values)].sort();
 
 /** The runner role's inline policy. Only `ecr:GetAuthorizationToken` has resource `*` (it has no resource scope). */
 export function runnerPolicy(input: RunnerPolicyInput): PolicyDocument {
-    if (input.repositoryArns.length === 0) throw new Error("the runner policy needs at least one repository ARN");
-    for (const arn of input.repositoryArns) {
-        if (!/^arn:aws[a-z-]*:ecr:[a-z0-9-]+:\d{12}:repository\/[a-z0-9._/-]+$/.test(arn) || arn.includes("*")) {
-            throw new Error(`not an ECR repository ARN (wildcards are not allowed): ${JSON.stringify(arn)}`);
-        }
+    if (input.pullThroughPrefixes.includes(input.repositoryPrefix)) {
+        throw new Error(`the repository prefix ${JSON.stringify(input.repositoryPrefix)} is also a pull-through prefix: runners could push into the cache`);
     }
     const statements: PolicyStatement[] = [
         { Sid: "EcrLogin", Effect: "Allow", Action: ["ecr:GetAuthorizationToken"], Resource: "*" },
-        { Sid: "EcrPushPullProjectRepositories", Effect: "Allow", Action: ECR_PUSH_PULL_ACTIONS, Resource: sortedUnique(input.repositoryArns) },
+        // Releases <prefix>/<image> and caches <prefix>/cache/<image>: the build stack makes them, per image.
+        { Sid: "EcrPushPullProjectRepositories", Effect: "Allow", Action: ECR_PUSH_PULL_ACTIONS, Resource: [pullThroughRepositoryArn(input.registry, input.repositoryPrefix)] },
     ];
     if (input.pullThroughPrefixes.length > 0) {
         statements.push({

@@ -39,6 +39,8 @@ import {
     buildxCreateCommands,
     certInstallCommands,
     multiNodeBuilderCommands,
+    TUNNEL_PORTS,
+    tunnelCommands,
     scaleUpCommand,
     waitHealthyCommand,
 } from "./ci";
@@ -128,31 +130,42 @@ export function asgTags(tags: Readonly<Record<string, string>>): Array<{ key: st
         .map((key) => ({ key, value: tags[key], propagateAtLaunch: true }));
 }
 
-/** What the build stack exports per pool; CI reads it. */
+/** What the runners stack exports per pool in its plain `runners` output; CI and the build stack read it. */
 export interface RunnerSummary {
     readonly pool: Pool;
     readonly platform: Platform;
     /** buildx builder name (TargetImage `builder`). */
     readonly builder: string;
-    /** `tcp://<nlb dns>:<port>` */
+    /** `tcp://<nlb dns>:<port>`: for callers in the VPC. */
     readonly endpoint: string;
-    /** TLS server name: the load balancer's DNS name (in the server certificate's SANs). */
+    /** TLS server name: the load balancer's DNS name (in the server certificate's SANs, with 127.0.0.1 for the tunnel). */
     readonly serverName: string;
+    /** Local port of the SSM tunnel on the CI machine. */
+    readonly tunnelPort: number;
+    /** Root volume, GiB (a source build needs 200). */
+    readonly volumeGiB: number;
     readonly autoScalingGroupName: string;
     readonly targetGroupArn: string;
+    /** The CA that signed the server and client certificates (public). */
     readonly caCert: string;
-    /** Secret. */
-    readonly clientCert: string;
-    /** Secret. */
-    readonly clientKey: string;
     /** Raises the pool to one instance unless it already has capacity. */
     readonly scaleUpCommand: string;
     /** Waits for a healthy target behind the endpoint (fails after 20 minutes). */
     readonly waitHealthyCommand: string;
-    /** Writes ca.pem, cert.pem and key.pem from this stack's output. */
+    /** Writes ca.pem (from this output), cert.pem and key.pem (from `runnerCredentials`, with --show-secrets; key mode 0600). */
     readonly certInstallCommands: readonly string[];
-    /** `docker buildx create --driver remote ...` for this pool's builder. */
+    /** Opens the SSM tunnel to the pool on 127.0.0.1:<tunnelPort> (bash). */
+    readonly tunnelCommands: readonly string[];
+    /** (Re)creates the builder on the tunnel: what CI outside the VPC runs. */
     readonly buildxCreateCommands: readonly string[];
+    /** (Re)creates the builder on the load balancer's endpoint: for callers in the VPC. */
+    readonly inVpcBuildxCreateCommands: readonly string[];
+}
+
+/** What the runners stack exports per pool in its secret `runnerCredentials` output. */
+export interface RunnerCredentials {
+    readonly clientCert: string;
+    readonly clientKey: string;
 }
 
 // ---------------------------------------------------------------- component
@@ -166,8 +179,8 @@ export interface BuildRunnerPoolArgs {
     readonly vpcId: pulumi.Input<string>;
     /** Private subnets, at least two zones (PrivateNetwork.privateSubnetIds). Required. */
     readonly privateSubnetIds: pulumi.Input<pulumi.Input<string>[]>;
-    /** The project's release and cache repository ARNs: ECR push/pull is scoped to exactly these. Required, non-empty. */
-    readonly repositoryArns: ReadonlyArray<pulumi.Input<string>>;
+    /** The project's repository namespace (`registry.repositoryPrefix`): ECR push/pull is scoped to `<prefix>/*`. Required. */
+    readonly repositoryPrefix: string;
     /** Pull-through prefixes with a rule (e.g. ecr-public, quay, docker-hub, github): registry mirrors and IAM. Required (may be empty). */
     readonly pullThroughPrefixes: readonly string[];
     /** `<account>.dkr.ecr.<region>.amazonaws.com` (ImageRegistry.registryHost). Required. */
@@ -176,10 +189,8 @@ export interface BuildRunnerPoolArgs {
     readonly tags: Readonly<Record<string, string>>;
     /** Protect and retain the pool's log group (config `protectData`). Default true. */
     readonly protectData?: boolean;
-    /** Stack CI reads the certificates from. Default: this stack. */
+    /** Stack CI reads the certificates from (outputs `runners` and `runnerCredentials`). Default: this stack, `<organization>/<project>/<stack>`. */
     readonly outputStack?: string;
-    /** Stack output holding `runnerSummaries(...)` (`<output>.<pool>.clientKey` ...). Default `runners`. */
-    readonly outputName?: string;
 }
 
 export class BuildRunnerPool extends pulumi.ComponentResource {
@@ -200,7 +211,10 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
     public readonly clientCertPem: pulumi.Output<string>;
     /** Secret. */
     public readonly clientKeyPem: pulumi.Output<string>;
+    /** Plain: the `runners` output's entry. */
     public readonly summary: pulumi.Output<RunnerSummary>;
+    /** Secret: the `runnerCredentials` output's entry. */
+    public readonly credentials: pulumi.Output<RunnerCredentials>;
 
     constructor(name: string, args: BuildRunnerPoolArgs, opts?: pulumi.ComponentResourceOptions) {
         super("ml-infra:build:BuildRunnerPool", name, {}, opts);
@@ -263,25 +277,29 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         this.caCertPem = certificates.caCertPem;
         this.clientCertPem = certificates.clientCertPem;
         this.clientKeyPem = certificates.clientKeyPem;
-        const certCommands = certInstallCommands({ pool, stack: args.outputStack ?? pulumi.getStack(), output: args.outputName ?? "runners" });
+        const certCommands = certInstallCommands({ pool, stack: args.outputStack ?? `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+        const tunnel = { pool, endpoint: `tcp://127.0.0.1:${TUNNEL_PORTS[pool]}`, serverName: "127.0.0.1" };
         this.summary = pulumi
-            .all([registry, this.node, asgName, this.targetGroup.arn, this.caCertPem, this.clientCertPem, this.clientKeyPem])
-            .apply(([loc, node, autoScalingGroupName, targetGroupArn, caCert, clientCertPem, clientKeyPem]) => ({
+            .all([registry, this.node, asgName, this.targetGroup.arn, this.caCertPem])
+            .apply(([loc, node, autoScalingGroupName, targetGroupArn, caCert]) => ({
                 pool,
                 platform: this.platform,
                 builder: this.builder,
                 endpoint: node.endpoint,
                 serverName: node.serverName,
+                tunnelPort: TUNNEL_PORTS[pool],
+                volumeGiB: config.volumeGiB,
                 autoScalingGroupName,
                 targetGroupArn,
                 caCert,
-                clientCert: clientCertPem,
-                clientKey: clientKeyPem,
                 scaleUpCommand: scaleUpCommand({ region: loc.region, autoScalingGroupName }),
                 waitHealthyCommand: waitHealthyCommand({ region: loc.region, targetGroupArn }),
                 certInstallCommands: certCommands,
-                buildxCreateCommands: buildxCreateCommands(node),
+                tunnelCommands: tunnelCommands({ pool, region: loc.region, autoScalingGroupName, host: node.serverName, port, localPort: TUNNEL_PORTS[pool] }),
+                buildxCreateCommands: buildxCreateCommands(tunnel),
+                inVpcBuildxCreateCommands: buildxCreateCommands(node),
             }));
+        this.credentials = pulumi.secret(pulumi.all([this.clientCertPem, this.clientKeyPem]).apply(([clientCert, clientKey]) => ({ clientCert, clientKey })));
 
         this.registerOutputs({ endpoint: this.endpoint, builder: this.builder, autoScalingGroupName: asgName });
     }
@@ -461,7 +479,6 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         if (name.length > MAX_POOL_NAME_LENGTH) {
             throw new pulumi.ResourceError(`name "${name}" is longer than ${MAX_POOL_NAME_LENGTH} characters (load balancer and target group names are limited to 32)`, this);
         }
-        if (args.repositoryArns.length === 0) throw new pulumi.ResourceError("repositoryArns is empty: the runners need the project's repositories", this);
         try {
             upstreamKeysOf(args.pullThroughPrefixes);
         } catch (error) {
@@ -493,12 +510,12 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
             {
                 role: role.id,
                 policy: pulumi
-                    .all([registry, pulumi.all([...args.repositoryArns]), logGroupArn, serverKeyParameterArn])
-                    .apply(([loc, repositoryArns, logGroup, serverKey]) =>
+                    .all([registry, logGroupArn, serverKeyParameterArn])
+                    .apply(([loc, logGroup, serverKey]) =>
                         JSON.stringify(
                             runnerPolicy({
                                 registry: loc,
-                                repositoryArns,
+                                repositoryPrefix: args.repositoryPrefix,
                                 pullThroughPrefixes: args.pullThroughPrefixes,
                                 logGroupArn: logGroup,
                                 serverKeyParameterArn: serverKey,
@@ -568,7 +585,13 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
     }
 }
 
-/** Every pool's summary, keyed by pool: the build stack's `runners` output. */
+/** Every pool's credentials, keyed by pool: the runners stack's secret `runnerCredentials` output. */
+export function runnerCredentials(pools: readonly BuildRunnerPool[]): pulumi.Output<Record<string, RunnerCredentials>> {
+    const sorted = [...pools].sort((a, b) => a.pool.localeCompare(b.pool));
+    return pulumi.secret(pulumi.all(sorted.map((p) => p.credentials)).apply((all) => Object.fromEntries(all.map((c, i) => [sorted[i].pool, c]))));
+}
+
+/** Every pool's summary, keyed by pool: the runners stack's plain `runners` output. */
 export function runnerSummaries(pools: readonly BuildRunnerPool[]): pulumi.Output<Record<string, RunnerSummary>> {
     const sorted = [...pools].sort((a, b) => a.pool.localeCompare(b.pool));
     return pulumi.all(sorted.map((p) => p.summary)).apply((summaries) => Object.fromEntries(summaries.map((s) => [s.pool, s])));

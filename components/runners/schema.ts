@@ -1,7 +1,7 @@
 /**
- * The `build.runners` section (zod schema and inferred types): one BuildKit
- * runner pool per pool kind (`amd64`, `arm64`, `gpu`), who may reach them,
- * and how they scale to zero. Every field says its default.
+ * The `runners` section (zod schema and inferred types), the runners stack's:
+ * one BuildKit runner pool per pool kind (`amd64`, `arm64`, `gpu`), who may
+ * reach them in the VPC, and how they scale to zero. Every field says its default.
  */
 import { z } from "zod";
 import type { Pool } from "../shared/hardware";
@@ -74,17 +74,24 @@ function poolSchema(kind: Pool) {
     });
 }
 
-/** `build.runners` section. */
+/** `runners` section. */
 export const runnersSchema = strict({
     /** TCP port buildkitd listens on (mutual TLS), also the load balancer's port. Default 1234. */
     port: z.number().int().min(1024).max(65535).default(1234),
-    /** Who may reach the pools' endpoints: CI security groups and/or CIDRs. At least one is required; no default. */
+    /**
+     * In-VPC callers of the pools' endpoints (an internal load balancer per
+     * pool). CI outside the VPC needs none of this: it reaches the pools
+     * through an SSM port-forwarding tunnel (README, Build runners). Default: none.
+     */
     ciSources: strict({
-        /** Security groups of the CI runners (same VPC or a peered one). Default []. */
+        /**
+         * Security groups of callers in the same VPC. Only with `network.mode: existing`
+         * (a VPC this stack creates has no other groups in it). Default [].
+         */
         securityGroupIds: z.array(securityGroupId).default([]),
-        /** Address ranges of the CI runners. Default []. */
+        /** Address ranges of callers in the VPC or a peered network (private ranges). Default []. */
         cidrs: z.array(cidr).default([]),
-    }),
+    }).prefault({}),
     /**
      * Image the buildkitd binaries are taken from, pulled through the ECR
      * pull-through cache (its registry's rule must be enabled). Default `docker.io/moby/buildkit:v0.23.2`.

@@ -238,8 +238,6 @@ export function checkServe(serve: ServeConfig, report: Report): Record<string, H
         if (service.ref === undefined) {
             if (serve.requirePinned) {
                 at(["ref"], "this stack deploys pinned digests only (serve.requirePinned): set ref to <registry>/<repository>@sha256:<digest>");
-            } else if (serve.buildStack === undefined) {
-                at(["ref"], "set ref to a digest, or set serve.buildStack to follow the build stack's outputs");
             }
         } else {
             const ref = parseDigestRef(service.ref);

@@ -7,6 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { ServeConfig } from "./schema";
 import { builtRef } from "../shared/image-refs";
+import { referencedStack } from "../shared/stack-names";
 import type { HardwareTarget } from "../shared/hardware";
 
 export interface EnvironmentArgs {
@@ -35,10 +36,7 @@ export class Environment extends pulumi.ComponentResource {
         super("ml-infra:serve:Environment", name, {}, opts);
         const { serve, targets } = args;
         const follow = serve.services.some((s) => s.ref === undefined);
-        const stackName = serve.buildStack ?? "";
-        if (follow && serve.buildStack === undefined) {
-            throw new pulumi.ResourceError("services without a pinned ref need serve.buildStack", this);
-        }
+        const stackName = referencedStack(serve.buildStack, pulumi.getOrganization(), pulumi.getProject(), "build");
         const buildStack = follow ? new pulumi.StackReference(`${name}-build`, { name: stackName }, { parent: this }) : undefined;
         const images = buildStack?.getOutput("images") ?? pulumi.output(undefined);
 

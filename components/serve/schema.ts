@@ -13,6 +13,7 @@ import { z } from "zod";
 import type { HardwareTarget } from "../shared/hardware";
 import { parseDigestRef } from "../shared/image-refs";
 import { cidr, imageRef, instanceType, logRetentionDays, name, securityGroupId, strict, stringMap } from "../shared/schema";
+import { stackName } from "../shared/stack-names";
 import { targetsSchema } from "../shared/target-config";
 import { type HardwareKind } from "./hardware-kinds";
 import { SIDECAR_KINDS } from "./sidecars";
@@ -222,10 +223,8 @@ const serviceSchema = strict({
 
 /** `serve`: what an environment deploys and how it is sized and reached. */
 export const serveSchema = strict({
-    buildStack: z
-        .string()
-        .regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, "must be a stack name: [org/][project/]stack")
-        .optional(),
+    /** The build stack services without a `ref` follow: `[org/][project/]stack`. Default `<organization>/<project>/build`. */
+    buildStack: stackName.optional(),
     requirePinned: z.boolean().default(false),
     targets: targetsSchema,
     services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),

@@ -117,3 +117,11 @@ export function parseRegistryHost(host: string): RegistryLocation {
     if (!location) throw new Error(`not an ECR registry host: ${JSON.stringify(host)} (expected <account>.dkr.ecr.<region>.amazonaws.com)`);
     return location;
 }
+
+/** The ECR registry of an account in a region, and its host. */
+export function registryLocationOf(account: string, region: string): RegistryLocation & { readonly host: string } {
+    const china = region.startsWith("cn-");
+    const dnsSuffix = china ? "amazonaws.com.cn" : "amazonaws.com";
+    const partition = china ? "aws-cn" : region.startsWith("us-gov-") ? "aws-us-gov" : "aws";
+    return { account, region, partition, dnsSuffix, host: `${account}.dkr.ecr.${region}.${dnsSuffix}` };
+}

@@ -39,6 +39,12 @@ export interface PrivateLoadBalancerSpec {
     /** The targets' group: admits the front group on the target port only. */
     readonly backGroup: PartSpec;
     readonly sources: readonly IngressSourceSpec[];
+    /**
+     * Also admit the targets themselves on the listener port (a connection a
+     * target's own agent makes to the load balancer, e.g. an SSM tunnel).
+     * Default: not admitted.
+     */
+    readonly admitTargets?: PartSpec;
     /** Egress rule front -> back on the target port. */
     readonly toTargets: PartSpec;
     /** Ingress rule of the back group from the front group. */
@@ -74,6 +80,19 @@ export function privateLoadBalancer(parent: pulumi.Resource, spec: PrivateLoadBa
                 referencedSecurityGroupId: source.referencedSecurityGroupId,
                 description: source.description,
                 tags: source.tags,
+            },
+            opts,
+        );
+    }
+    if (spec.admitTargets) {
+        new aws.vpc.SecurityGroupIngressRule(
+            spec.admitTargets.name,
+            {
+                securityGroupId: frontGroup.id,
+                ...tcp(spec.listenerPort),
+                referencedSecurityGroupId: backGroup.id,
+                description: spec.admitTargets.description,
+                tags: spec.admitTargets.tags,
             },
             opts,
         );

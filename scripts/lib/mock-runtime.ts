@@ -58,6 +58,20 @@ export interface EvaluateOptions {
     /** Config keys the Pulumi CLI would mark secret (default: those of `config` holding `{secure: ...}` values). */
     readonly secretKeys?: readonly string[];
     readonly preview?: boolean;
+    /**
+     * What each referenced stack exports, by its stack name (the last segment of
+     * the reference: `org/ml-infra/runners` -> `runners`). A reference not in it
+     * gets `buildOutputs`.
+     */
+    readonly stackOutputs?: Readonly<Record<string, ReferencedStack>>;
+    /** The Pulumi organization (`pulumi.getOrganization()`). Default `organization`, as on a self-managed backend. */
+    readonly organization?: string;
+}
+
+/** A referenced stack's outputs as a StackReference reads them. */
+export interface ReferencedStack {
+    readonly outputs: Record<string, unknown>;
+    readonly secretOutputs?: readonly string[];
 }
 
 interface ProjectFile {
@@ -119,7 +133,7 @@ function fakeDigest(...parts: unknown[]): string {
     return `sha256:${createHash("sha256").update(JSON.stringify(parts)).digest("hex")}`;
 }
 
-function mockState(type: string, name: string, inputs: Record<string, unknown>, buildOutputs: unknown, buildSecretOutputs: readonly string[] = []): Record<string, unknown> {
+function mockState(type: string, name: string, inputs: Record<string, unknown>, references: References): Record<string, unknown> {
     const state = { ...inputs, arn: `arn:aws:mock:${REGION}:${ACCOUNT}:${type}/${name}` };
     switch (type) {
         case "aws:ecr/repository:Repository":
@@ -145,17 +159,27 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>, 
         case "tls:index/selfSignedCert:SelfSignedCert":
         case "tls:index/locallySignedCert:LocallySignedCert":
             return { ...state, certPem: `-----BEGIN CERTIFICATE-----\nmock-${name}\n-----END CERTIFICATE-----\n` };
-        case "pulumi:pulumi:StackReference":
-            return { ...inputs, outputs: buildOutputs ?? {}, secretOutputNames: [...buildSecretOutputs] };
+        case "pulumi:pulumi:StackReference": {
+            const referenced = references.byName?.[String(inputs.name).split("/").pop() ?? ""];
+            if (referenced) return { ...inputs, outputs: referenced.outputs, secretOutputNames: [...(referenced.secretOutputs ?? [])] };
+            return { ...inputs, outputs: references.buildOutputs ?? {}, secretOutputNames: [...(references.buildSecretOutputs ?? [])] };
+        }
         default:
             return state;
     }
 }
 
-const mocksFor = (buildOutputs: unknown, buildSecretOutputs?: readonly string[]): pulumi.runtime.Mocks => ({
+/** What StackReferences read under mocks. */
+interface References {
+    readonly byName?: Readonly<Record<string, ReferencedStack>>;
+    readonly buildOutputs?: unknown;
+    readonly buildSecretOutputs?: readonly string[];
+}
+
+const mocksFor = (references: References): pulumi.runtime.Mocks => ({
     newResource: (args) => ({
         id: `${args.name}-id`,
-        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, buildOutputs, buildSecretOutputs),
+        state: mockState(args.type, args.name, args.inputs as Record<string, unknown>, references),
     }),
     call: (args) => {
         const inputs = args.inputs as Record<string, unknown>;
@@ -235,14 +259,20 @@ export async function runUnderMocks(
     stack: string,
     config: Record<string, string>,
     program: () => unknown,
-    options: Pick<EvaluateOptions, "buildOutputs" | "buildSecretOutputs" | "secretKeys" | "preview"> = {},
+    options: Pick<EvaluateOptions, "buildOutputs" | "buildSecretOutputs" | "secretKeys" | "preview" | "stackOutputs" | "organization"> = {},
 ): Promise<Evaluation> {
     const project = projectFile().name;
     const resources: Registered[] = [];
     const thisRun = ++serial;
 
     pulumi.runtime.setAllConfig(config, [...(options.secretKeys ?? [])]);
-    await pulumi.runtime.setMocks(mocksFor(options.buildOutputs, options.buildSecretOutputs), project, stack, options.preview ?? false);
+    await pulumi.runtime.setMocks(
+        mocksFor({ byName: options.stackOutputs, buildOutputs: options.buildOutputs, buildSecretOutputs: options.buildSecretOutputs }),
+        project,
+        stack,
+        options.preview ?? false,
+        options.organization ?? "organization",
+    );
     const monitor = pulumi.runtime.getMonitor() as unknown as MonitorLike;
     const rpc = (await import("@pulumi/pulumi/runtime/rpc")) as unknown as RpcInternals;
     const capture =
@@ -285,7 +315,10 @@ export async function runUnderMocks(
     monitor.registerResource = capture(monitor.registerResource.bind(monitor), (req) => (req as { getObject(): unknown }).getObject());
     monitor.readResource = capture(monitor.readResource.bind(monitor), (req) => (req as { getProperties(): unknown }).getProperties());
 
-    const returned = await program();
+    // The program exports an async function (as index.ts does): the Pulumi runtime calls it and awaits its outputs.
+    const exported = await program();
+    const main = typeof exported === "function" ? exported : exported !== null && typeof exported === "object" && typeof (exported as { default?: unknown }).default === "function" ? (exported as { default: unknown }).default : undefined;
+    const returned = main ? await (main as () => unknown)() : exported;
     const outputs: Record<string, unknown> = {};
     const secretOutputs: string[] = [];
     const secretOutputPaths: string[][] = [];
@@ -318,10 +351,115 @@ export const requireProgram: ProgramLoader = async () => {
 export async function evaluate(stack: string, options: EvaluateOptions = {}, load: ProgramLoader = requireProgram): Promise<Evaluation> {
     const stackConfig = options.config ?? stackFileConfig(stack);
     const config = cliConfig(stackConfig);
-    return runUnderMocks(stack, config, load, { ...options, secretKeys: options.secretKeys ?? cliSecretKeys(stackConfig) });
+    // The stacks it reads (runners, build) come from their own stack files unless their outputs are given.
+    // `buildOutputs` stands for the build stack alone; every other stack it reads is evaluated from its file.
+    const given = options.buildOutputs ? { build: { outputs: options.buildOutputs, secretOutputs: options.buildSecretOutputs } } : undefined;
+    const stackOutputs = options.stackOutputs ?? (await cachedReferences(stack, stackConfig, load, given));
+    return runUnderMocks(stack, config, load, { ...options, stackOutputs, secretKeys: options.secretKeys ?? cliSecretKeys(stackConfig) });
+}
+
+const referenceCache = new Map<string, Promise<Record<string, ReferencedStack>>>();
+
+/** referencedStackOutputs, once per stack and config in this process (stack files do not change under a test run). */
+function cachedReferences(
+    stack: string,
+    config: Record<string, unknown>,
+    load: ProgramLoader,
+    given?: Readonly<Record<string, ReferencedStack>>,
+): Promise<Record<string, ReferencedStack>> {
+    if (stackReferencesOf(config).length === 0) return Promise.resolve({});
+    const key = JSON.stringify([stack, config, given]);
+    let cached = referenceCache.get(key);
+    if (!cached) {
+        cached = referencedStackOutputs(stack, config, load, { given });
+        referenceCache.set(key, cached);
+        cached.catch(() => referenceCache.delete(key));
+    }
+    return cached;
 }
 
 /** A registered resource as the policy pack sees it (type, name, URN, inputs, property dependencies). */
 export function policyResourceOf(r: Registered): { type: string; name: string; urn: string; props: Record<string, unknown>; propertyDependencies: Readonly<Record<string, readonly string[]>> } {
     return { type: r.type, name: r.name, urn: r.urn, props: r.inputs, propertyDependencies: r.propertyDependencies };
+}
+
+// ------------------------------------------------------------------ referenced stacks
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** A stack a config reads through a StackReference: the config key that names it, the full reference and its stack name. */
+export interface StackReferenceOf {
+    readonly key: "build.runnersStack" | "serve.buildStack";
+    readonly reference: string;
+    readonly stack: string;
+}
+
+/**
+ * The stacks a stack's config reads, as the program names them: the runners
+ * stack of a build section (unless it builds locally or on its own builder),
+ * the build stack of a serve section with services that follow it. A name left
+ * out is `<organization>/<project>/<stack>`.
+ */
+export function stackReferencesOf(config: Record<string, unknown>, organization = "organization"): StackReferenceOf[] {
+    const project = projectFile().name;
+    const out: StackReferenceOf[] = [];
+    const of = (key: StackReferenceOf["key"], configured: unknown, fallback: string) => {
+        const reference = typeof configured === "string" ? configured : `${organization}/${project}/${fallback}`;
+        out.push({ key, reference, stack: reference.split("/").pop() ?? reference });
+    };
+    const build = config[`${project}:build`];
+    if (isObject(build) && build.localRegistry === undefined && build.builder === undefined) of("build.runnersStack", build.runnersStack, "runners");
+    const serve = config[`${project}:serve`];
+    if (isObject(serve) && Array.isArray(serve.services) && serve.services.some((s) => !isObject(s) || s.ref === undefined)) of("serve.buildStack", serve.buildStack, "build");
+    return out;
+}
+
+/**
+ * The outputs of every stack a config reads, by stack name, each evaluated
+ * from its own stack file under `stacksDir` (and what it reads in turn).
+ * `given` outputs are used as they are. Errors name the key and the file.
+ */
+export async function referencedStackOutputs(
+    stack: string,
+    config: Record<string, unknown>,
+    load: ProgramLoader,
+    options: { readonly stacksDir?: string; readonly given?: Readonly<Record<string, ReferencedStack>>; readonly readConfig?: (file: string) => Record<string, unknown>; readonly seen?: readonly string[] } = {},
+): Promise<Record<string, ReferencedStack>> {
+    const stacksDir = options.stacksDir ?? STACKS_DIR;
+    const project = projectFile().name;
+    const seen = [...(options.seen ?? []), stack];
+    const out: Record<string, ReferencedStack> = {};
+    for (const ref of stackReferencesOf(config)) {
+        const given = options.given?.[ref.stack];
+        if (given) {
+            out[ref.stack] = given;
+            continue;
+        }
+        const parts = ref.reference.split("/");
+        if (parts.length === 3 && parts[1] !== project) {
+            throw new Error(`${ref.key} ${ref.reference} is a stack of project ${parts[1]}, not ${project}: its stack file is not here; pass its outputs`);
+        }
+        if (seen.includes(ref.stack)) throw new Error(`${ref.key} ${ref.reference}: stacks read each other (${[...seen, ref.stack].join(" -> ")})`);
+        const file = path.join(stacksDir, `Pulumi.${ref.stack}.yaml`);
+        const shown = path.relative(ROOT, file) || file;
+        const pass = ref.key === "serve.buildStack" ? "pass its outputs (npm run plan: --build-outputs <file>)" : "pass its outputs";
+        if (!fs.existsSync(file)) throw new Error(`${ref.key} ${ref.reference} of stack ${stack}: no stack file ${shown} to evaluate it from; ${pass}`);
+        const referencedConfig = options.readConfig ? options.readConfig(file) : stackFileConfig(ref.stack);
+        const section = ref.key === "serve.buildStack" ? "build" : "runners";
+        if (!(`${project}:${section}` in referencedConfig)) throw new Error(`${shown} (${ref.key} of stack ${stack}) has no ${project}:${section} section`);
+        const nested = await referencedStackOutputs(ref.stack, referencedConfig, load, { ...options, seen });
+        let ev: Evaluation;
+        try {
+            ev = await evaluate(ref.stack, { config: referencedConfig, stackOutputs: nested }, load);
+        } catch (error) {
+            throw new Error(`stack ${ref.stack} (${ref.key} of ${stack}, ${path.relative(ROOT, file)}): ${(error as Error).message}`, { cause: error });
+        }
+        out[ref.stack] = { outputs: ev.outputs, secretOutputs: ev.secretOutputs };
+    }
+    return out;
+}
+
+/** Stacks with runner pools (a `runners` section): the runners stacks. */
+export function runnersStackNames(): string[] {
+    return stackNames().filter((s) => stackFileConfig(s)["ml-infra:runners"] !== undefined);
 }
