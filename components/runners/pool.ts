@@ -325,6 +325,8 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
             referencedSecurityGroupId: source.referencedSecurityGroupId,
             tags: tagged("lb-from-ci"),
         })),
+        // The SSM tunnel: a runner's agent connects to the load balancer for CI outside the VPC.
+        admitTargets: { name: `${name}-lb-from-tunnel`, description: "buildkitd through the SSM tunnel (a runner's agent)", tags: tagged("lb-from-tunnel") },
         toTargets: { name: `${name}-lb-to-runners`, description: "traffic and health checks to the runners", tags: tagged("lb-to-runners") },
         fromLoadBalancer: { name: `${name}-from-lb`, description: "buildkitd from the load balancer only", tags: tagged("from-lb") },
         targetEgress: {
@@ -354,6 +356,9 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
             targetType: "instance",
             vpcId: args.vpcId,
             deregistrationDelay: 30,
+            // A tunnel's connection comes from a runner; with the client's IP preserved, one sent back
+            // to the same runner would never complete (NLB hairpinning).
+            preserveClientIp: "false",
             healthCheck: { enabled: true, protocol: "TCP", port: "traffic-port", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
             tags: tagged("tg"),
         },
