@@ -279,15 +279,16 @@ describe.each(RUNNER_CASES)("BuildRunnerPool: $name", (c) => {
         }
     });
 
-    it("opens only the buildkitd port, only from the configured CI sources (through the load balancer)", async () => {
+    it("opens only the buildkitd port, only from the configured in-VPC callers and the SSM tunnel's agent (through the load balancer)", async () => {
         const { ev, pools, runners } = await deployCase(c);
         const port = runners.port;
         for (const pool of pools) {
             const rules = ev.ofType(INGRESS).filter((r) => r.parent.endsWith(`::runners-${pool}`));
             for (const r of rules) expect(r.inputs).toMatchObject({ ipProtocol: "tcp", fromPort: port, toPort: port });
             const toLb = rules.filter((r) => r.inputs.securityGroupId === `runners-${pool}-lb-sg-id`);
+            // The runners' own group: the SSM agent on a runner connects to the load balancer for the tunnel.
             expect(toLb.map((r) => r.inputs.cidrIpv4 ?? r.inputs.referencedSecurityGroupId).sort()).toEqual(
-                [...runners.ciSources.cidrs, ...runners.ciSources.securityGroupIds].sort(),
+                [...runners.ciSources.cidrs, ...runners.ciSources.securityGroupIds, `runners-${pool}-sg-id`].sort(),
             );
             const toRunners = rules.filter((r) => r.inputs.securityGroupId === `runners-${pool}-sg-id`);
             expect(toRunners.map((r) => r.inputs.referencedSecurityGroupId)).toEqual([`runners-${pool}-lb-sg-id`]);
