@@ -37,7 +37,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_RUNNER, STAND_IN_GPU_ENV } from "../../components/local/runner";
 import { buildctlTcpArgs, freeLoopbackPort, removeLocalRunner, startLocalRunner } from "../../scripts/lib/local-runner";
-import { loadConfig } from "../harness";
+import { loadConfig, stackFileConfig } from "../harness";
 import { type ImageInputs, buildErrors, buildxArgs, dockerfileSteps, runBuildx } from "./buildx";
 import { LOCAL_BASE_IMAGE, LOCAL_REGISTRY, acquireEngineLock, dockerAvailable, registryDelete, registryHas, runOnce } from "./docker";
 import { PulumiProject, type Tools, engineAvailable } from "./engine";
@@ -54,14 +54,18 @@ const CACHE_REPO = `${LOCAL_REGISTRY}/ml/cache/${IMAGE}`;
 /** What the GPU check's RUN step runs (its BuildKit records are described by it). */
 const CHECK_STEP = "gpu-check.sh query /opt/gpu-check/report";
 
-/** The suite's stack: one image, built for one stack-only stand-in target, on the local runner into the local registry. */
+/**
+ * The suite's stack: the local stack's build section (local registry, the
+ * local runner's builder), with one image built for one stack-only stand-in
+ * target.
+ */
+const LOCAL_BUILD = stackFileConfig("local")["ml-infra:build"] as { targets?: Record<string, unknown> } & Record<string, unknown>;
 const CONFIG: Record<string, unknown> = {
     "ml-infra:build": {
+        ...LOCAL_BUILD,
         version: "e2e",
-        localRegistry: LOCAL_REGISTRY,
-        builder: LOCAL_RUNNER.builder,
-        registry: { pullThrough: { enabled: false } },
         targets: {
+            ...LOCAL_BUILD.targets,
             [TARGET]: {
                 extends: "cpu-avx2",
                 description: "the GPU check stage on a CPU machine, with the stand-in CDI GPU of the local runner",
