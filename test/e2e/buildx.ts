@@ -148,11 +148,32 @@ export function parseProgress(text: string): Progress {
     return { vertices: [...vertices.values()], statuses: [...statuses.values()], logs };
 }
 
-/** The Dockerfile's own steps (`[stage n/m] INSTRUCTION`), without FROM, with whether each was cached. */
+/**
+ * The Dockerfile's own steps (`[stage n/m] INSTRUCTION`), without FROM, with
+ * whether each was cached. A `COPY --link` is two vertices (the copy and its
+ * `LINK` merge onto the stage): one step, cached when both were.
+ */
 export function dockerfileSteps(p: Progress): Array<{ name: string; cached: boolean; seconds: number }> {
-    return p.vertices
-        .filter((v) => /^\[(?:[^\]]+ )?\d+\/\d+\] /.test(v.name) && !/^\[[^\]]+\] FROM /.test(v.name))
-        .map((v) => ({ name: v.name, cached: v.cached, seconds: v.started !== undefined && v.completed !== undefined ? (v.completed - v.started) / 1000 : 0 }));
+    const steps = new Map<string, { name: string; cached: boolean; seconds: number }>();
+    for (const v of p.vertices) {
+        const m = /^(\[(?:[^\]]+ )?\d+\/\d+\]) (LINK )?(.*)$/.exec(v.name);
+        if (!m || m[3].startsWith("FROM ")) continue;
+        const seconds = v.started !== undefined && v.completed !== undefined ? (v.completed - v.started) / 1000 : 0;
+        const prev = steps.get(m[1]);
+        steps.set(m[1], {
+            name: m[2] && prev ? prev.name : `${m[1]} ${m[3]}`,
+            cached: (prev?.cached ?? true) && v.cached,
+            seconds: (prev?.seconds ?? 0) + seconds,
+        });
+    }
+    return [...steps.values()];
+}
+
+/** Milliseconds of the vertices whose names match (their union from first start to last completion), or NaN. */
+export function vertexMs(p: Progress, name: RegExp): number {
+    const vs = p.vertices.filter((v) => name.test(v.name) && v.started !== undefined && v.completed !== undefined);
+    if (vs.length === 0) return NaN;
+    return Math.max(...vs.map((v) => v.completed ?? 0)) - Math.min(...vs.map((v) => v.started ?? 0));
 }
 
 /** Blobs BuildKit downloaded (statuses `sha256:<digest>` with a size), per vertex name. */

@@ -1,18 +1,17 @@
 /**
- * Realises a plan of images, networks and containers with the Docker CLI, for
- * the end-to-end suite and the build-cache benchmark.
+ * The Docker engine side of the real-engine suites and the build-cache
+ * benchmark: the containers and networks the `local` section declares (run
+ * with the Docker CLI from the inputs the program registers under mocks, as
+ * @pulumi/docker would: the docker provider cannot be built here), probes,
+ * the local registry (presence, deletion), the network-rule guards and the
+ * lock that serialises the suites on this machine. Images are built by the
+ * docker-build provider or buildx on real BuildKit (engine.ts, buildx.ts),
+ * never by this module.
  *
- * The specs mirror the Pulumi inputs the `local` stack declares, so a plan
- * captured under mocks can be handed over as it is:
- *   - `ImageSpec`     @pulumi/docker-build Image   (context, dockerfile, target, buildArgs, tags, cacheFrom, cacheTo, push ...)
  *   - `NetworkSpec`   @pulumi/docker Network       (name, internal, driver, options, labels)
  *   - `ContainerSpec` @pulumi/docker Container     (name, image, networksAdvanced, ports, envs, command ...)
  *
- * Engine notes (Debian's docker.io 20.10, BuildKit through `docker build`):
- *   - there is no `--cache-to`: every build embeds its cache in the image
- *     (BUILDKIT_INLINE_CACHE=1, the `inline` exporter, mode=min), and a
- *     `cacheTo: [{registry: {ref}}]` is realised by also tagging and pushing the
- *     image as `ref`, so `cacheFrom` that ref finds the cache there;
+ * Engine notes (Debian's docker.io 20.10):
  *   - a container joins its first network at create time and the others with
  *     `docker network connect` before it starts (one `--network` per create);
  *   - `--internal` bridge networks do not stop the host from reaching their
@@ -31,52 +30,17 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 
-/** Debian's client: the preinstalled /usr/local/bin/docker has no buildx and falls back to the legacy builder. */
+/** Debian's client (the engine docker-env.sh starts). */
 export const DOCKER = process.env.E2E_DOCKER ?? "/usr/bin/docker";
 export const LOCAL_REGISTRY = "127.0.0.1:5000";
-/** The reference server's build context (relative to the project root) and the base image docker-env.sh makes. */
-export const REFERENCE_CONTEXT = "images/inference-server";
+/** The base image docker-env.sh makes. */
 export const LOCAL_BASE_IMAGE = `${LOCAL_REGISTRY}/debian:bookworm-slim`;
 /** Label on every network and container this module creates; its value names the session. */
 export const OWNER_LABEL = "ml-infra.e2e";
 
 const MINUTE = 60_000;
 
-// ------------------------------------------------------------------ specs (Pulumi inputs)
-
-export interface CacheFromSpec {
-    readonly registry?: { readonly ref: string };
-}
-
-export interface CacheToSpec {
-    readonly inline?: Record<string, never>;
-    /** On this engine: the image is also tagged and pushed as `ref`, with its cache inline. `mode` etc. are ignored. */
-    readonly registry?: { readonly ref: string; readonly mode?: string; readonly imageManifest?: boolean; readonly ociMediaTypes?: boolean };
-}
-
-export interface RegistryAuth {
-    readonly address: string;
-    readonly username?: string;
-    readonly password?: string;
-}
-
-/** The subset of @pulumi/docker-build `ImageArgs` this engine can honour. */
-export interface ImageSpec {
-    readonly context: { readonly location: string };
-    /** Defaults to `<context>/Dockerfile`. */
-    readonly dockerfile?: { readonly location: string };
-    readonly target?: string;
-    readonly buildArgs?: Readonly<Record<string, string>>;
-    readonly tags?: readonly string[];
-    readonly labels?: Readonly<Record<string, string>>;
-    /** One platform, the host's (no emulation). */
-    readonly platforms?: readonly string[];
-    readonly cacheFrom?: readonly CacheFromSpec[];
-    readonly cacheTo?: readonly CacheToSpec[];
-    readonly registries?: readonly RegistryAuth[];
-    readonly push: boolean;
-    readonly noCache?: boolean;
-}
+// ------------------------------------------------------------------ specs (@pulumi/docker inputs)
 
 export interface NetworkSpec {
     readonly name: string;
@@ -136,31 +100,6 @@ export class DockerError extends Error {
     }
 }
 
-/** One step of a BuildKit `--progress=plain` log. */
-export interface BuildStep {
-    readonly id: number;
-    /** e.g. `[runtime-cpu 2/2] COPY app/server.py /app/server.py`, `[internal] load .dockerignore`. */
-    readonly name: string;
-    readonly cached: boolean;
-    readonly done: boolean;
-    readonly error: boolean;
-    /** Seconds BuildKit reported in `DONE <s>` (0 when cached). */
-    readonly seconds: number;
-}
-
-export interface BuildResult {
-    readonly imageId: string;
-    /** Every tag the image got (`tags` plus cache refs). */
-    readonly tags: readonly string[];
-    /** `tags[0]@sha256:...` after a push (as docker-build's `ref` output), else "". */
-    readonly ref: string;
-    readonly digest: string;
-    readonly steps: readonly BuildStep[];
-    readonly log: string;
-    readonly ms: number;
-    readonly pushMs: number;
-}
-
 export interface ContainerInfo {
     readonly id: string;
     readonly name: string;
@@ -200,7 +139,7 @@ export function run(file: string, args: readonly string[], options: RunOptions =
                 timeout: options.timeoutMs ?? 2 * MINUTE,
                 killSignal: "SIGKILL",
                 maxBuffer: 256 * 1024 * 1024,
-                env: { ...process.env, DOCKER_BUILDKIT: "1", ...options.env },
+                env: { ...process.env, ...options.env },
                 encoding: "utf8",
             },
             (error, stdout, stderr) => {
@@ -292,109 +231,6 @@ export function dockerAvailable(requirements: { registry?: string; images?: read
         if (!registryHas(image)) return { ok: false, reason: `${image} is not in the registry; ${fix}` };
     }
     return { ok: true };
-}
-
-// ------------------------------------------------------------------ build
-
-/** Parses BuildKit's `--progress=plain` output into steps, in the order they were first named. */
-export function parseBuildSteps(log: string): BuildStep[] {
-    const steps = new Map<number, { id: number; name: string; cached: boolean; done: boolean; error: boolean; seconds: number }>();
-    const get = (id: number) => {
-        let s = steps.get(id);
-        if (!s) {
-            s = { id, name: "", cached: false, done: false, error: false, seconds: 0 };
-            steps.set(id, s);
-        }
-        return s;
-    };
-    for (const line of log.split("\n")) {
-        const m = /^#(\d+) (.*)$/.exec(line.trimEnd());
-        if (!m) continue;
-        const s = get(Number(m[1]));
-        const rest = m[2];
-        if (rest === "CACHED") s.cached = true;
-        else if (/^DONE \d/.test(rest)) {
-            s.done = true;
-            s.seconds = Number(rest.slice(5).replace(/s$/, ""));
-        } else if (rest.startsWith("ERROR")) s.error = true;
-        else if (!s.name && !/^\d+\.\d+ /.test(rest) && !/^sha256:[0-9a-f]{64}$/.test(rest)) s.name = rest;
-    }
-    return [...steps.values()].filter((s) => s.name !== "");
-}
-
-/** Steps of the Dockerfile itself (`[stage n/m] INSTRUCTION`, `[n/m] ...` for an unnamed single stage), without the FROM lines. */
-export function dockerfileSteps(steps: readonly BuildStep[]): BuildStep[] {
-    return steps.filter((s) => /^\[(?:[^\]]+ )?\d+\/\d+\] /.test(s.name) && !/^\[[^\]]+\] FROM /.test(s.name));
-}
-
-function hostPlatform(): string {
-    return `linux/${os.arch() === "arm64" ? "arm64" : os.arch() === "x64" ? "amd64" : os.arch()}`;
-}
-
-/**
- * Builds (and pushes) an image as docker-build would. Relative paths resolve
- * against `cwd` (the Pulumi project root).
- */
-export async function buildImage(spec: ImageSpec, options: { cwd?: string; timeoutMs?: number } = {}): Promise<BuildResult> {
-    const cwd = options.cwd ?? process.cwd();
-    const context = path.resolve(cwd, spec.context.location);
-    const dockerfile = path.resolve(cwd, spec.dockerfile?.location ?? path.join(spec.context.location, "Dockerfile"));
-    const platforms = spec.platforms ?? [];
-    if (platforms.length > 1) throw new Error(`this engine builds one platform at a time, not ${platforms.join(", ")}`);
-    if (platforms.length === 1 && platforms[0] !== hostPlatform()) {
-        throw new Error(`${platforms[0]} is not this host's platform (${hostPlatform()}); targets are never emulated`);
-    }
-    const cacheRefs = (spec.cacheTo ?? []).flatMap((c) => (c.registry ? [c.registry.ref] : []));
-    const tags = [...new Set([...(spec.tags ?? []), ...cacheRefs])];
-    if (spec.push && tags.length === 0) throw new Error("push needs at least one tag");
-
-    for (const auth of spec.registries ?? []) {
-        if (auth.username && auth.password) {
-            await docker(["login", "--username", auth.username, "--password-stdin", auth.address], { input: auth.password, timeoutMs: 30_000 });
-        }
-    }
-
-    const iidDir = fs.mkdtempSync(path.join(os.tmpdir(), "e2e-iid-"));
-    const iidFile = path.join(iidDir, "iid");
-    const args = ["build", "--progress=plain", "--file", dockerfile, "--iidfile", iidFile];
-    if (spec.target) args.push("--target", spec.target);
-    if (platforms.length === 1) args.push("--platform", platforms[0]);
-    if (spec.noCache) args.push("--no-cache");
-    const buildArgs: Record<string, string> = { ...spec.buildArgs, BUILDKIT_INLINE_CACHE: "1" };
-    for (const key of Object.keys(buildArgs).sort()) args.push("--build-arg", `${key}=${buildArgs[key]}`);
-    for (const c of spec.cacheFrom ?? []) if (c.registry) args.push("--cache-from", c.registry.ref);
-    for (const [k, v] of Object.entries(spec.labels ?? {}).sort()) args.push("--label", `${k}=${v}`);
-    for (const tag of tags) args.push("--tag", tag);
-    args.push(context);
-
-    try {
-        const built = await docker(args, { timeoutMs: options.timeoutMs ?? 20 * MINUTE, allowFailure: true });
-        const log = built.stderr + built.stdout;
-        if (built.code !== 0) throw new DockerError(args, { ...built, stderr: log });
-        const imageId = fs.readFileSync(iidFile, "utf8").trim();
-        let digest = "";
-        const pushStarted = Date.now();
-        if (spec.push) {
-            for (const tag of tags) {
-                const pushed = await docker(["push", tag], { timeoutMs: 10 * MINUTE });
-                const d = /digest: (sha256:[0-9a-f]{64})/.exec(pushed.stdout)?.[1] ?? "";
-                if (tag === tags[0]) digest = d;
-            }
-        }
-        const repo = tags[0]?.replace(/:[^:/]+$/, "") ?? "";
-        return {
-            imageId,
-            tags,
-            digest,
-            ref: digest ? `${repo}@${digest}` : "",
-            steps: parseBuildSteps(log),
-            log,
-            ms: built.ms,
-            pushMs: spec.push ? Date.now() - pushStarted : 0,
-        };
-    } finally {
-        fs.rmSync(iidDir, { recursive: true, force: true });
-    }
 }
 
 // ------------------------------------------------------------------ networks and containers
@@ -700,23 +536,4 @@ export async function cleanup(owner?: string): Promise<void> {
     const networks = await docker(["network", "ls", "-q", "--filter", filter], { allowFailure: true });
     for (const id of networks.stdout.split("\n").filter(Boolean)) await docker(["network", "rm", id], { allowFailure: true, timeoutMs: 30_000 });
     for (const [name] of projectSubnets) projectSubnets.delete(name);
-}
-
-/** Empties the builder: every cache record and cache mount (`docker builder prune -af`). */
-export async function pruneBuilder(): Promise<void> {
-    await docker(["builder", "prune", "--all", "--force"], { timeoutMs: 5 * MINUTE });
-}
-
-/** Removes every image of the engine (containers using them must be gone first). */
-export async function removeAllImages(): Promise<number> {
-    const listed = await docker(["image", "ls", "--all", "--quiet"]);
-    const ids = [...new Set(listed.stdout.split("\n").filter(Boolean))];
-    if (ids.length > 0) await docker(["image", "rm", "--force", ...ids], { timeoutMs: 5 * MINUTE, allowFailure: true });
-    const left = await docker(["image", "ls", "--all", "--quiet"]);
-    return left.stdout.split("\n").filter(Boolean).length;
-}
-
-export async function imageSize(ref: string): Promise<number> {
-    const out = await docker(["image", "inspect", ref, "--format", "{{.Size}}"]);
-    return Number(out.stdout.trim());
 }
