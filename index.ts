@@ -12,11 +12,12 @@ import * as fs from "node:fs";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { buildOrder } from "./components/build/chains";
-import { checkTargetsOnPools } from "./components/build/checks";
+import { checkBaseImages, checkTargetsOnPools } from "./components/build/checks";
 import { BuildDashboard } from "./components/build/dashboard";
 import { cacheRepositoryName, imageRepositoryName, targetImageName } from "./components/build/naming";
 import { ImageRegistry, type RegistryCredentials } from "./components/build/registry";
 import { type RunnersStackFacts, runnersStackFacts } from "./components/build/runners-stack";
+import { multiArchTag } from "./components/build/release";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/build/target-image";
 import { LocalService } from "./components/local/local-service";
 import { PrivateNetwork } from "./components/network/private-network";
@@ -34,9 +35,11 @@ import { type BuiltImage, type RegistryLocation, registryLocationOf } from "./co
 type Registry = RegistryLocation & { readonly host: string };
 import { ConfigError, formatKeyPath } from "./components/shared/problems";
 import { referencedStack } from "./components/shared/stack-names";
-import { type StackConfig, loadStackConfig } from "./components/stack-config";
+import { type StackConfig, configObject, loadStackConfig, problemLine } from "./components/stack-config";
 
 type Tags = Readonly<Record<string, string>>;
+/** Upstream base images as config declares them. */
+type DeclaredBases = Pick<HardwareTarget, "baseImage" | "runtimeBaseImage">;
 type BuildConfig = NonNullable<StackConfig["build"]>;
 
 interface BuildOutputs {
@@ -51,7 +54,8 @@ interface ImageStore {
     readonly cacheRepositoryUrl: (image: string) => pulumi.Input<string>;
     readonly registries: pulumi.Input<RegistryCredentials[]>;
     readonly credentials?: pulumi.Input<RegistryCredentials>;
-    readonly basesOf: (target: HardwareTarget) => pulumi.Input<BaseImages>;
+    /** The references a build starts from, given the upstream bases it declares (a target's, or an image's own `baseImage`). */
+    readonly basesOf: (declared: DeclaredBases) => pulumi.Input<BaseImages>;
     readonly builderOf: (target: HardwareTarget) => string | undefined;
 }
 
@@ -67,6 +71,7 @@ export = async (): Promise<Record<string, unknown>> => {
 
     // Read what the build stack builds on before registering anything: a missing or unfit runners stack is a config error.
     const runnersStack = config.build ? await readRunnersStack(config, config.build) : undefined;
+    if (config.build && !config.build.localRegistry) await checkEcrBaseImages(config, config.build, runnersStack);
 
     const network = config.network ? new PrivateNetwork("network", { config: config.network, region: aws.config.requireRegion(), tags }) : undefined;
     const location = config.registry ? registryLocation() : undefined;
@@ -137,13 +142,15 @@ function runnerPools(config: StackConfig, network: PrivateNetwork, pullThrough: 
  * builder or builds locally), read and checked before anything is registered.
  */
 async function readRunnersStack(config: StackConfig, build: BuildConfig): Promise<RunnersStackFacts | undefined> {
-    if (build.localRegistry || build.builder) return undefined;
+    // On a builder of its own, the runners stack is read only when named (for its pull-through cache).
+    if (build.localRegistry || (build.builder && !build.runnersStack)) return undefined;
+    const onPools = build.builder === undefined;
     const name = referencedStack(build.runnersStack, pulumi.getOrganization(), config.project, "runners");
     const reference = new pulumi.StackReference("runners-stack", { name });
     const [runners, registry] = await Promise.all([reference.getOutputDetails("runners"), reference.getOutputDetails("registry")]);
-    const { facts, problems } = runnersStackFacts(name, runners.value ?? runners.secretValue, registry.value);
+    const { facts, problems } = runnersStackFacts(name, runners.value ?? runners.secretValue, registry.value, onPools);
     const lines = problems.map((p) => `${formatKeyPath(config.project, ["build", "runnersStack"])} = ${JSON.stringify(name)}: ${p}`);
-    if (facts) {
+    if (facts && onPools) {
         if (facts.registry.repositoryPrefix !== build.repositoryPrefix) {
             lines.push(
                 `${formatKeyPath(config.project, ["build", "repositoryPrefix"])} = ${JSON.stringify(build.repositoryPrefix)}: the runners of ${name} may push under ${facts.registry.repositoryPrefix}/ only (its registry.repositoryPrefix); use the same prefix`,
@@ -157,6 +164,26 @@ async function readRunnersStack(config: StackConfig, build: BuildConfig): Promis
     return facts;
 }
 
+/**
+ * Every base image of an ECR build is in this account's registry, behind a
+ * pull-through rule of the runners stack, or allowed by config; checked
+ * before anything is registered.
+ */
+async function checkEcrBaseImages(config: StackConfig, build: BuildConfig, runners: RunnersStackFacts | undefined): Promise<void> {
+    const registryHost = runners?.registry.host ?? registryLocationOf((await aws.getCallerIdentity()).accountId, aws.config.requireRegion()).host;
+    const enabled = new Set(runners?.registry.pullThroughPrefixes ?? []);
+    const pullThroughHosts = new Set(UPSTREAMS.filter((u) => enabled.has(u.prefix)).flatMap((u) => u.hosts));
+    const rulesFrom = runners
+        ? `runners stack ${referencedStack(build.runnersStack, pulumi.getOrganization(), config.project, "runners")}`
+        : `a runners stack (this stack builds on builder ${build.builder} and names no build.runnersStack whose pull-through cache it could use)`;
+    const lines: string[] = [];
+    const raw = configObject(config.project, pulumi.runtime.allConfig());
+    checkBaseImages(build, build.resolvedTargets, { registryHost, pullThroughHosts, rulesFrom }, (keys, message) =>
+        lines.push(problemLine(config.project, raw, ["build", ...keys], message)),
+    );
+    if (lines.length > 0) throw new ConfigError(lines);
+}
+
 /** ECR: the repositories and caches, and the dashboard of the pools and repositories. */
 function ecrStore(config: StackConfig, build: BuildConfig, runners: RunnersStackFacts | undefined, tags: Tags): ImageStore {
     const registry = new ImageRegistry("registry", { prefix: build.repositoryPrefix, images: build.images, options: build.registry, tags, protectData: config.protectData });
@@ -167,16 +194,17 @@ function ecrStore(config: StackConfig, build: BuildConfig, runners: RunnersStack
         tags,
     });
     const upstreams = new Set<UpstreamKey>(UPSTREAMS.filter((u) => runners?.registry.pullThroughPrefixes.includes(u.prefix)).map((u) => u.key));
-    // One Output per distinct target, not per image x target.
+    // One Output per distinct pair of bases, not per image x target.
     const resolvedBases = new Map<string, pulumi.Output<BaseImages>>();
-    const basesOf = (target: HardwareTarget) => {
-        let bases = resolvedBases.get(target.name);
+    const basesOf = (declared: DeclaredBases) => {
+        const key = `${declared.baseImage}\0${declared.runtimeBaseImage ?? ""}`;
+        let bases = resolvedBases.get(key);
         if (!bases) {
             bases = registry.registryHost.apply((host) => ({
-                base: resolveThroughCache(target.baseImage, host, upstreams),
-                runtime: resolveThroughCache(target.runtimeBaseImage ?? target.baseImage, host, upstreams),
+                base: resolveThroughCache(declared.baseImage, host, upstreams),
+                runtime: resolveThroughCache(declared.runtimeBaseImage ?? declared.baseImage, host, upstreams),
             }));
-            resolvedBases.set(target.name, bases);
+            resolvedBases.set(key, bases);
         }
         return bases;
     };
@@ -198,7 +226,7 @@ function localStore(build: BuildConfig, registry: string): ImageStore {
         repositoryUrl: (image) => `${registry}/${imageRepositoryName(build.repositoryPrefix, image)}`,
         cacheRepositoryUrl: (image) => `${registry}/${cacheRepositoryName(build.repositoryPrefix, image)}`,
         registries: [],
-        basesOf: (target) => ({ base: target.baseImage, runtime: target.runtimeBaseImage ?? target.baseImage }),
+        basesOf: (declared) => ({ base: declared.baseImage, runtime: declared.runtimeBaseImage ?? declared.baseImage }),
         builderOf: () => build.builder,
     };
 }
@@ -218,24 +246,32 @@ function buildSection(config: StackConfig, build: BuildConfig, runners: RunnersS
         const built: Record<string, TargetImage> = {};
         for (const targetName of image.targets) {
             const target = build.resolvedTargets[targetName];
-            const chained = image.base === undefined ? undefined : builtByImage[image.base][targetName].ref.apply((ref) => ({ base: ref, runtime: ref }));
+            // An upstream base of the image's own replaces the target's; a chain base is built first.
+            const own = store.basesOf(image.baseImage === undefined ? target : { baseImage: image.baseImage });
+            const bases =
+                image.base === undefined
+                    ? own
+                    : pulumi.all([builtByImage[image.base][targetName].ref, own]).apply(([ref, b]) => ({ base: ref, runtime: ref, build: b.build ?? b.base }));
             built[targetName] = new TargetImage(targetImageName(image.name, targetName), {
                 image,
                 target,
-                version: build.version,
                 repositoryUrl,
                 cacheRepositoryUrl,
                 registries: store.registries,
-                bases: chained ?? store.basesOf(target),
+                bases,
                 buildOnPreview: build.buildOnPreview,
                 builder: store.builderOf(target),
                 secrets: image.secrets.length > 0 ? secretsFor(image.secrets) : undefined,
+                allowedBaseImages: build.allowedBaseImages,
             });
         }
         builtByImage[image.name] = built;
-        const multiArch = image.multiArch
+        const multiArchTagOf = image.multiArch
+            ? pulumi.all([built[image.multiArch.amd64].tag, built[image.multiArch.arm64].tag, repositoryUrl]).apply(([a, b, repo]) => `${repo}:${multiArchTag([a, b])}`)
+            : undefined;
+        const multiArch = image.multiArch && multiArchTagOf
             ? new MultiArchImage(`${image.name}-multiarch`, {
-                  tag: pulumi.interpolate`${repositoryUrl}:${build.version}`,
+                  tag: multiArchTagOf,
                   sources: [built[image.multiArch.amd64].ref, built[image.multiArch.arm64].ref],
                   repositoryUrl,
                   credentials: store.credentials,
@@ -244,12 +280,12 @@ function buildSection(config: StackConfig, build: BuildConfig, runners: RunnersS
         const targets = pulumi.all(Object.fromEntries(Object.entries(built).map(([t, b]) => [t, b.built])));
         const multiArchRef = multiArch ? multiArch.ref : pulumi.output(undefined);
         images[image.name] = pulumi
-            .all([repositoryUrl, cacheRepositoryUrl, targets, multiArchRef])
-            .apply(([repository, cacheRepository, targetOutputs, ref]) => ({
+            .all([repositoryUrl, cacheRepositoryUrl, targets, multiArchRef, multiArchTagOf ?? pulumi.output(undefined)])
+            .apply(([repository, cacheRepository, targetOutputs, ref, tag]) => ({
                 repository,
                 cacheRepository,
                 targets: targetOutputs,
-                multiArch: ref ? { tag: `${repository}:${build.version}`, ref } : undefined,
+                multiArch: ref && tag ? { tag, ref } : undefined,
             }));
     }
     return { images: pulumi.all(images), built: builtByImage };

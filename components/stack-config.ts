@@ -90,8 +90,8 @@ function show(value: unknown): string {
 /** Config keys whose values are secrets: errors name them but never show their values. */
 const SECRET_SECTIONS: readonly string[] = ["buildSecrets"];
 
-/** One problem line: the full key, the value found there and the message. */
-function problemLine(project: string, raw: unknown, keys: KeyPath, message: string): string {
+/** One problem line: the full key, the value found there (in the config object `raw`, see configObject) and the message. */
+export function problemLine(project: string, raw: unknown, keys: KeyPath, message: string): string {
     const value = SECRET_SECTIONS.includes(String(keys[0])) ? "[secret]" : show(valueAt(raw, keys));
     return `${formatKeyPath(project, keys)} = ${value}: ${message}`;
 }

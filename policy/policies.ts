@@ -112,19 +112,21 @@ const encryptedVolumes: ResourcePolicy = {
 
 const ecrReleaseRepos: ResourcePolicy = {
     name: "ecr-immutable-scanned",
-    description: "ECR release tags are immutable and scanned on push; only cache-* tags may be overwritten.",
+    description:
+        "ECR release tags are immutable and scanned on push; only the cache-* tags of a cache repository and the deployed-* markers of a release repository may be overwritten.",
     check: (r) => {
         if (r.type !== "aws:ecr/repository:Repository") return [];
         const out: string[] = [];
         const mutability = str(r.props.imageTagMutability) || "MUTABLE";
         const filters = list(r.props.imageTagMutabilityExclusionFilters);
+        const isCache = tagsOf(r)["ml-infra:purpose"] === "build-cache";
+        const mayMove = isCache ? "cache-*" : "deployed-*";
         if (mutability === "IMMUTABLE_WITH_EXCLUSION") {
-            const bad = filters.filter((f) => !isObj(f) || !/^cache-/.test(str(f.filter)));
-            if (bad.length) out.push("tag-immutability exclusions may only cover cache-* tags");
+            const bad = filters.filter((f) => !isObj(f) || str(f.filter) !== mayMove);
+            if (bad.length) out.push(`tag-immutability exclusions of a ${isCache ? "cache" : "release"} repository may only cover ${mayMove} tags`);
         } else if (mutability !== "IMMUTABLE") {
             out.push(`imageTagMutability is ${mutability}; release tags must be immutable`);
         }
-        const isCache = tagsOf(r)["ml-infra:purpose"] === "build-cache";
         const scan = r.props.imageScanningConfiguration;
         if (!isCache && !(isObj(scan) && truthy(scan.scanOnPush))) out.push("scan on push is off");
         return out;

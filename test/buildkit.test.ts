@@ -12,7 +12,7 @@ import { parse as parseToml } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { CLOUDWATCH_AGENT_CONFIG_PATH, cloudWatchAgentConfig, MAX_USER_DATA_BYTES, type CloudInitOptions, bootstrapScript, buildkitdUnit, cloudConfig, cloudInit, renderUnit } from "../components/runners/boot";
-import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, NVIDIA_CDI_SPEC, OS_RESERVE_GIB, TLS_PATHS, type BuildkitdOptions, buildkitImageProblem, buildkitImageRef, buildkitdConfig, gcPolicies, registryMirrors, renderBuildkitdToml } from "../components/runners/buildkitd";
+import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, NVIDIA_CDI_SPEC, OS_RESERVE_GIB, TLS_PATHS, type BuildkitdOptions, buildkitImageProblem, buildkitImageRef, buildkitdConfig, pinnedImageRefs, gcPolicies, registryMirrors, renderBuildkitdToml } from "../components/runners/buildkitd";
 import { MULTIARCH_BUILDER, builderName, buildxCreateCommands, certInstallCommands, multiNodeBuilderCommands, scaleUpCommand, waitHealthyCommand } from "../components/runners/ci";
 import { type TomlTable, toToml } from "../components/runners/toml";
 import { poolPlatform } from "../components/shared/hardware";
@@ -20,6 +20,7 @@ import { MIN_VOLUME_GIB } from "../components/runners/schema";
 import { POOLS, type Pool } from "../components/shared/hardware";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const BUILDKIT_DIGEST = "sha256:ddd1ca44b21eda906e81ab14a3d467fa6c39cd73b9a39df1196210edcb8db59e";
 const GIB = 1024 ** 3;
 
 function options(pool: Pool, overrides: Partial<BuildkitdOptions> = {}): BuildkitdOptions {
@@ -38,7 +39,7 @@ function initOptions(pool: Pool, overrides: Partial<CloudInitOptions> = {}): Clo
     return {
         ...options(pool),
         region: "us-east-1",
-        image: `${HOST}/docker-hub/moby/buildkit:v0.23.2`,
+        image: `${HOST}/docker-hub/moby/buildkit:v0.23.2@${BUILDKIT_DIGEST}`,
         serverKeyParameter: `/ml-infra/build/buildkit/runners-${pool}/server-key`,
         caCertPem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
         serverCertPem: "-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n",
@@ -173,11 +174,22 @@ describe("buildkitd.toml", () => {
 });
 
 describe("buildkit image", () => {
+    const pinned = `docker.io/moby/buildkit:v0.23.2@${BUILDKIT_DIGEST}`;
+
     it("is pulled through the cache, and refused when its upstream has no rule", () => {
-        expect(buildkitImageRef("docker.io/moby/buildkit:v0.23.2", HOST, ["docker-hub"])).toBe(`${HOST}/docker-hub/moby/buildkit:v0.23.2`);
-        expect(buildkitImageProblem("docker.io/moby/buildkit:v0.23.2", ["ecr-public"])).toMatch(/needs the "docker-hub" pull-through rule/);
-        expect(buildkitImageProblem(`${HOST}/tools/buildkit:v0.23.2`, [])).toBeUndefined();
-        expect(buildkitImageProblem("registry.example.com/buildkit:v1", ["docker-hub"])).toMatch(/cannot reach/);
+        expect(buildkitImageRef(pinned, HOST, ["docker-hub"])).toBe(`${HOST}/docker-hub/moby/buildkit:v0.23.2@${BUILDKIT_DIGEST}`);
+        expect(buildkitImageProblem(pinned, ["ecr-public"])).toMatch(/needs the "docker-hub" pull-through rule/);
+        expect(buildkitImageProblem(`${HOST}/tools/buildkit:v0.23.2@${BUILDKIT_DIGEST}`, [])).toBeUndefined();
+        expect(buildkitImageProblem(`registry.example.com/buildkit:v1@${BUILDKIT_DIGEST}`, ["docker-hub"])).toMatch(/cannot reach/);
+    });
+
+    it("is refused as a mutable tag, or pinned without its tag", () => {
+        expect(buildkitImageProblem("docker.io/moby/buildkit:v0.23.2", ["docker-hub"])).toMatch(/is a mutable tag: .*pin it as repo:tag@sha256:<64 hex digits>.*docker buildx imagetools inspect docker\.io\/moby\/buildkit:v0\.23\.2/);
+        expect(buildkitImageProblem("docker.io/moby/buildkit:latest", ["docker-hub"])).toMatch(/mutable tag/);
+        expect(buildkitImageProblem(`docker.io/moby/buildkit@${BUILDKIT_DIGEST}`, ["docker-hub"])).toMatch(/must be repo:tag@sha256:.*containers-roadmap#2837/);
+        expect(() => buildkitImageRef("docker.io/moby/buildkit:v0.23.2", HOST, ["docker-hub"])).toThrow(/mutable tag/);
+        expect(pinnedImageRefs(`${HOST}:443/x/buildkit:v1@${BUILDKIT_DIGEST}`)).toEqual({ byTag: `${HOST}:443/x/buildkit:v1`, byDigest: `${HOST}:443/x/buildkit@${BUILDKIT_DIGEST}` });
+        expect(pinnedImageRefs(`${HOST}:443/x/buildkit@${BUILDKIT_DIGEST}`)).toBeUndefined();
     });
 });
 
@@ -226,7 +238,12 @@ describe("cloud-init", () => {
 
     it("installs buildkitd from the image pulled through ECR, with no emulators", () => {
         const script = bootstrapScript({ ...initOptions("arm64"), pool: "arm64" });
-        expect(script).toContain(`IMAGE='${HOST}/docker-hub/moby/buildkit:v0.23.2'`);
+        // The tag through the cache first (a first pull by digest fails there), then exactly the digest, which is what runs.
+        expect(script).toContain(`TAGGED='${HOST}/docker-hub/moby/buildkit:v0.23.2'`);
+        expect(script).toContain(`IMAGE='${HOST}/docker-hub/moby/buildkit@${BUILDKIT_DIGEST}'`);
+        expect(script.indexOf('docker pull "$TAGGED"')).toBeLessThan(script.indexOf('docker pull "$IMAGE"'));
+        expect(script).toMatch(/if \[ "\$pulled" != yes \]; then\n.*\n {2}exit 1\nfi\ncid=\$\(docker create "\$IMAGE"\)/);
+        expect(script).not.toMatch(/docker (create|run)[^\n]*\$TAGGED/);
         expect(script).toContain("docker cp \"$cid:/usr/bin/$bin\"");
         expect(script).not.toContain("qemu");
         expect(script).toContain("systemctl enable --now buildkitd.service buildkitd-logs.service");

@@ -15,7 +15,6 @@ const CONTEXT = "images/inference-server";
 function chainConfig(baseArgs: Record<string, string> = {}) {
     return {
         [`${PROJECT}:build`]: {
-            version: "1.0.0",
             images: [
                 { name: "app", context: CONTEXT, targets: ["cpu-avx2", "arm64-neon"], base: "pose" },
                 { name: "pose", context: CONTEXT, targets: ["cpu-avx2", "arm64-neon"], base: "torch" },
@@ -52,7 +51,7 @@ describe("chain checks (pure)", () => {
 });
 
 describe("chain errors in stack config", () => {
-    const problems = (images: unknown[]) => configProblems({ [`${PROJECT}:build`]: { version: "1", images } }).join("\n");
+    const problems = (images: unknown[]) => configProblems({ [`${PROJECT}:build`]: { images } }).join("\n");
     it.each([
         [
             "cycle",

@@ -48,13 +48,13 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: withBuild((b) => (b.images[0].contxt = "images/inference-server")),
         key: "ml-infra:build.images[0].contxt",
         value: '"images/inference-server"',
-        allowed: /unknown key; allowed: base, buildArgs, context, dockerfile, multiArch, name, secrets, targets/,
+        allowed: /unknown key; allowed: base, baseImage, buildArgs, context, dockerfile, multiArch, name, secrets, stage, targets/,
     },
     {
         what: "unknown top-level key",
         config: { [`${PROJECT}:biuld`]: validBuild() },
         key: "ml-infra:biuld",
-        value: '{"version"',
+        value: '{"images"',
         allowed: /allowed: build, buildSecrets, costCenter, local, network, protectData, registry, runners, serve/,
     },
     {
@@ -142,14 +142,49 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         allowed: /builds linux\/arm64, not linux\/amd64/,
     },
     {
-        what: "overlapping target names",
+        what: "reserved target name",
         config: withBuild((b) => {
-            b.targets = { "big-cpu-avx2": { extends: "cpu-avx2" } };
-            b.images[0].targets = ["cpu-avx2", "big-cpu-avx2"];
+            b.targets = { "deployed-cpu": { extends: "cpu-avx2" } };
         }),
-        key: "ml-infra:build.images[0].targets",
-        value: '["cpu-avx2","big-cpu-avx2"]',
-        allowed: /overlap/,
+        key: "ml-infra:build.targets.deployed-cpu",
+        value: '{"extends":"cpu-avx2"}',
+        allowed: /is reserved: release tags are <target>\.<hash>, multi-arch tags multiarch\.<hash> and deployment markers deployed-\*/,
+    },
+    {
+        what: "a build version (removed)",
+        config: withBuild((b) => (b.version = "1.0.0")),
+        key: "ml-infra:build.version",
+        value: '"1.0.0"',
+        allowed: /no longer used: release tags are derived from the build inputs/,
+    },
+    {
+        what: "a stage the Dockerfile lacks",
+        config: withBuild((b) => (b.images[0].stage = "runtime-tpu")),
+        key: "ml-infra:build.images[0].stage",
+        value: '"runtime-tpu"',
+        allowed: /stage "runtime-tpu" is not in Dockerfile.*stages there: .*runtime-cpu/,
+    },
+    {
+        what: "an upstream base and a chain base",
+        config: withBuild((b) => {
+            b.images.push({ name: "app", context: "images/inference-server", targets: ["cpu-avx2"], base: "inference", baseImage: "public.ecr.aws/docker/library/debian:bookworm-slim" });
+        }),
+        key: "ml-infra:build.images[1].baseImage",
+        value: '"public.ecr.aws/docker/library/debian:bookworm-slim"',
+        allowed: /FROM its chain base \(base: inference\) or from an upstream image, not both/,
+    },
+    {
+        what: "a local stack's base outside the local registry",
+        config: {
+            [`${PROJECT}:build`]: {
+                localRegistry: "127.0.0.1:5000",
+                builder: "ml-local",
+                images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2"] }],
+            },
+        },
+        key: "ml-infra:build.images[0].targets[0]",
+        value: '"cpu-avx2"',
+        allowed: /base image public\.ecr\.aws\/docker\/library\/debian:bookworm-slim comes from public\.ecr\.aws, which is neither this stack's registry \(127\.0\.0\.1:5000\)/,
     },
     {
         what: "mutable tag deployed",

@@ -5,7 +5,6 @@ export const DIGEST_B = `sha256:${"b".repeat(64)}`;
 
 export function validBuild(): Record<string, unknown> {
     return {
-        version: "1.0.0",
         images: [
             {
                 name: "inference",

@@ -28,6 +28,7 @@ const counts = { program: 0, schema: 0 };
 
 const CONTEXT = "images/inference-server";
 const CATALOG_TARGETS = Object.keys(CATALOG);
+const CATALOG_BASES = [...new Set(Object.values(CATALOG).flatMap((t) => [t.baseImage, t.runtimeBaseImage ?? t.baseImage]))].sort();
 const AMD64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/amd64");
 const ARM64 = CATALOG_TARGETS.filter((t) => CATALOG[t].platform === "linux/arm64");
 
@@ -36,7 +37,6 @@ const load = (config: Record<string, unknown>) => loadConfig(config);
 // ------------------------------------------------------------ generators
 
 const imageName = fc.constantFrom("inference", "pose", "tts", "asr", "ranker");
-const version = fc.stringMatching(/^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-rc[0-9])?$/);
 
 const imageArb = fc
     .record({
@@ -58,7 +58,6 @@ const imageArb = fc
 /** A valid build section: unique image names, catalog targets, registry options within range. */
 const validBuildArb = fc
     .record({
-        version,
         images: fc.uniqueArray(imageArb, { minLength: 1, maxLength: 3, selector: (i) => i.name }),
         keep: fc.integer({ min: 1, max: 1000 }),
         days: fc.integer({ min: 1, max: 365 }),
@@ -67,10 +66,10 @@ const validBuildArb = fc
         buildOnPreview: fc.boolean(),
     })
     .map((b) => ({
-        version: b.version,
         // On the runners stack's pools (whose namespace is ml), or on a builder of its own with any namespace.
         repositoryPrefix: b.onRunners ? "ml" : b.prefix,
-        ...(b.onRunners ? {} : { builder: "ci-builder" }),
+        // A builder of its own reads no runners stack, so no pull-through cache: the catalog's bases are allowed by name.
+        ...(b.onRunners ? {} : { builder: "ci-builder", allowedBaseImages: CATALOG_BASES }),
         buildOnPreview: b.buildOnPreview,
         registry: {
             keepReleasesPerTarget: b.keep,
@@ -92,7 +91,8 @@ const MUTATIONS: ReadonlyArray<{ name: string; key: RegExp; apply: (b: Build) =>
     { name: "bad CUDA arch", key: /^ml-infra:build\.targets\.cuda12\.cuda = /, apply: (b) => ({ ...b, targets: { cuda12: { cuda: { version: "12.8.1", archList: ["1.0"] } } } }) },
     { name: "missing context", key: /^ml-infra:build\.images\[0\]\.context = "nowhere"/, apply: (b) => ({ ...b, images: [{ ...b.images[0], context: "nowhere" }] }) },
     { name: "keep out of range", key: /^ml-infra:build\.registry\.keepReleasesPerTarget = 0/, apply: (b) => ({ ...b, registry: { ...b.registry, keepReleasesPerTarget: 0 } }) },
-    { name: "bad version", key: /^ml-infra:build\.version = "1 0"/, apply: (b) => ({ ...b, version: "1 0" }) },
+    { name: "removed version", key: /^ml-infra:build\.version = "1\.0": no longer used/, apply: (b) => ({ ...b, version: "1.0" }) },
+    { name: "reserved target name", key: /^ml-infra:build\.targets\.multiarch = .*reserved/, apply: (b) => ({ ...b, targets: { multiarch: { extends: "cpu-avx2" } } }) },
 ];
 
 // ---------------------------------------------------------------- program
@@ -181,15 +181,16 @@ describe("arbitrary input", () => {
 // ---------------------------------------------------------------- builders
 
 describe("pure builders", () => {
-    it(`lifecycle policies: one rule per target, priorities 1..n, never untagged (${SCHEMA_RUNS} runs)`, () => {
+    it(`lifecycle policies: deployed images first, then one rule per target and one for indexes, priorities 1..n, never untagged (${SCHEMA_RUNS} runs)`, () => {
         const targetName = fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/);
         fc.assert(
             fc.property(fc.uniqueArray(targetName, { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 1000 }), (targets, keep) => {
                 counts.schema++;
                 const rules = releaseLifecyclePolicy(targets, keep).rules;
-                expect(rules.map((r) => r.rulePriority)).toEqual(targets.map((_, i) => i + 1));
-                expect(rules.every((r) => r.selection.tagStatus === "tagged" && r.selection.countNumber === keep)).toBe(true);
-                expect(new Set(rules.map((r) => r.selection.tagPatternList?.[0])).size).toBe(targets.length);
+                expect(rules.map((r) => r.rulePriority)).toEqual([...targets, "deployed", "multiarch"].map((_, i) => i + 1));
+                expect(rules[0].selection.tagPatternList).toEqual(["deployed-*"]);
+                expect(rules.slice(1).every((r) => r.selection.tagStatus === "tagged" && r.selection.countNumber === keep)).toBe(true);
+                expect(new Set(rules.map((r) => r.selection.tagPatternList?.[0])).size).toBe(targets.length + 2);
             }),
             { numRuns: SCHEMA_RUNS },
         );

@@ -228,7 +228,7 @@ describe("a network PrivateNetwork could not build is refused before anything is
     const stackWith = (network: Record<string, unknown>, region = "us-east-1") => ({
         "aws:region": region,
         "ml-infra:network": network,
-        "ml-infra:build": { version: "1", images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2"] }] },
+        "ml-infra:build": { images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2"] }] },
     });
 
     it("zones outside the region", async () => {

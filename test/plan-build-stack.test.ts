@@ -11,6 +11,7 @@ import { callerCwd } from "../scripts/lib/cli-paths";
 import { main, plan } from "../scripts/plan";
 import { stackReferencesOf } from "../scripts/lib/mock-runtime";
 import { STACKS_DIR, importProgram } from "./harness";
+import { CATALOG } from "../components/shared/hardware";
 import { PROJECT } from "./fixtures";
 
 const read = (stack: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8");
@@ -19,8 +20,9 @@ const REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const digest = (c: string) => `sha256:${c.repeat(64)}`;
 
 /** A small build stack (the images dev deploys, nothing else) with this repository prefix. */
+const BASES = [...new Set(["cpu-avx2", "arm64-neon", "cuda12"].flatMap((t) => [CATALOG[t].baseImage, CATALOG[t].runtimeBaseImage ?? CATALOG[t].baseImage]))];
 const buildStack = (prefix: string) =>
-    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    version: 2026.11.0\n    repositoryPrefix: ${prefix}\n    builder: ci-builder\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n`;
+    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    repositoryPrefix: ${prefix}\n    builder: ci-builder\n    allowedBaseImages: ${JSON.stringify(BASES)}\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n`;
 
 /** dev, following `buildStack`. */
 const devFollowing = (buildStack: string) => read("dev").replace(`${PROJECT}:serve:\n`, `${PROJECT}:serve:\n    buildStack: ${buildStack}\n`);

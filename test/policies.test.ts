@@ -54,8 +54,26 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
                 imageTagMutabilityExclusionFilters: [{ filter: "cache-*", filterType: "WILDCARD" }],
                 tags: { "ml-infra:purpose": "build-cache" },
             }),
+            res("aws:ecr/repository:Repository", {
+                imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                imageTagMutabilityExclusionFilters: [{ filter: "deployed-*", filterType: "WILDCARD" }],
+                imageScanningConfiguration: { scanOnPush: true },
+                tags: { "ml-infra:purpose": "release" },
+            }),
         ],
         fail: [
+            // A release repository whose cache-* tags could move, and a cache repository whose deployment markers could.
+            res("aws:ecr/repository:Repository", {
+                imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                imageTagMutabilityExclusionFilters: [{ filter: "cache-*", filterType: "WILDCARD" }],
+                imageScanningConfiguration: { scanOnPush: true },
+                tags: { "ml-infra:purpose": "release" },
+            }),
+            res("aws:ecr/repository:Repository", {
+                imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                imageTagMutabilityExclusionFilters: [{ filter: "deployed-*", filterType: "WILDCARD" }],
+                tags: { "ml-infra:purpose": "build-cache" },
+            }),
             res("aws:ecr/repository:Repository", { imageTagMutability: "MUTABLE", imageScanningConfiguration: { scanOnPush: true } }),
             res("aws:ecr/repository:Repository", { imageScanningConfiguration: { scanOnPush: true } }),
             res("aws:ecr/repository:Repository", { imageTagMutability: "IMMUTABLE" }),

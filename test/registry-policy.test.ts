@@ -8,11 +8,11 @@ import { DIGEST_A } from "./fixtures";
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 describe("lifecycle policies", () => {
-    it("keeps the last N releases per target and has no untagged rule on release repositories", () => {
+    it("keeps deployed images first, then the last N releases per target and of multi-arch indexes, and has no untagged rule on release repositories", () => {
         const policy = releaseLifecyclePolicy(["cuda12", "cpu-avx2"], 30);
-        expect(policy.rules.map((r) => r.selection.tagPatternList)).toEqual([["*-cpu-avx2"], ["*-cuda12"]]);
-        expect(policy.rules.map((r) => r.rulePriority)).toEqual([1, 2]);
-        for (const rule of policy.rules) {
+        expect(policy.rules.map((r) => r.selection.tagPatternList)).toEqual([["deployed-*"], ["cpu-avx2.*"], ["cuda12.*"], ["multiarch.*"]]);
+        expect(policy.rules.map((r) => r.rulePriority)).toEqual([1, 2, 3, 4]);
+        for (const rule of policy.rules.slice(1)) {
             expect(rule.selection).toMatchObject({ tagStatus: "tagged", countType: "imageCountMoreThan", countNumber: 30 });
         }
         expect(policy.rules.some((r) => r.selection.tagStatus !== "tagged")).toBe(false);

@@ -12,6 +12,7 @@ import type { PolicyDocument, PolicyStatement } from "../components/shared/iam";
 import { parseRegistryHost } from "../components/shared/image-refs";
 import { BuildRunnerPool, IDLE_EXPRESSION, MAX_POOL_NAME_LENGTH, type RunnerSummary, ciIngressSources, multiArchBuilder, runnerSummaries } from "../components/runners/pool";
 import { checkRunners } from "../components/runners/checks";
+import { DEFAULT_BUILDKIT_IMAGE } from "../components/runners/schema";
 import { checkTargetsOnPools } from "../components/build/checks";
 import { DEFAULT_AMI_PARAMETERS, type RunnersConfig, runnersSchema } from "../components/runners/schema";
 import { isGraviton, isNvidiaX86 } from "../components/shared/instance-types";
@@ -43,7 +44,7 @@ const CI = { ciSources: { cidrs: ["10.99.0.0/16"] } };
 describe("build.runners config", () => {
     it("fills every default", () => {
         const cfg = runnersSchema.parse({ ...CI, pools: { arm64: {} } });
-        expect(cfg).toMatchObject({ port: 1234, buildkitImage: "docker.io/moby/buildkit:v0.23.2", certificateValidityDays: 365, logRetentionDays: 30 });
+        expect(cfg).toMatchObject({ port: 1234, buildkitImage: DEFAULT_BUILDKIT_IMAGE, certificateValidityDays: 365, logRetentionDays: 30 });
         expect(cfg.ciSources.securityGroupIds).toEqual([]);
         expect(cfg.pools.arm64).toMatchObject({ maxSize: 2, onDemandBaseCapacity: 1, onDemandPercentageAboveBaseCapacity: 0, volumeGiB: 100, idleMinutes: 30, amiParameter: DEFAULT_AMI_PARAMETERS.arm64 });
         expect(cfg.pools.amd64).toBeUndefined();
@@ -487,6 +488,13 @@ describe("BuildRunnerPool refuses contradictory args before creating anything", 
             "pools.arm64.instanceTypes.0: the arm64 pool takes Graviton types only (c7g, c8g, m7g, r7g ...: a `g` after the generation digit)",
         );
         expect(problems({ ...CI, pools: { amd64: {} } }, ["ecr-public"]).join("\n")).toMatch(/^buildkitImage: .*needs the "docker-hub" pull-through rule/m);
+        expect(problems({ ...CI, buildkitImage: "docker.io/moby/buildkit:v0.23.2", pools: { amd64: {} } })).toEqual([
+            expect.stringMatching(/^buildkitImage: buildkit image docker\.io\/moby\/buildkit:v0\.23\.2 is a mutable tag: a runner would run as root whatever it points to at boot; pin it as repo:tag@sha256:<64 hex digits>/),
+        ]);
+    });
+
+    it("pins the default BuildKit image by digest, with its tag for the pull-through cache's first pull", () => {
+        expect(DEFAULT_BUILDKIT_IMAGE).toMatch(/^docker\.io\/moby\/buildkit:v0\.23\.2@sha256:[a-f0-9]{64}$/);
     });
 
     it("turns CI sources into stably named rules whatever their order", () => {

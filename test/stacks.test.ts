@@ -71,10 +71,11 @@ describe.each(buildStacks)("build stack %s", (stack) => {
     const releaseRepos = () => repos().filter((r) => !String(r.inputs.name).includes("/cache/"));
     const cacheRepos = () => repos().filter((r) => String(r.inputs.name).includes("/cache/"));
 
-    it("has one immutable, scanned, KMS-encrypted release repository per image", () => {
+    it("has one scanned, KMS-encrypted release repository per image whose tags are immutable but for the deployment markers", () => {
         expect(releaseRepos().map((r) => r.inputs.name).sort()).toEqual(build.images.map((i) => `ml/${i.name}`).sort());
         for (const repo of releaseRepos()) {
-            expect(repo.inputs.imageTagMutability).toBe("IMMUTABLE");
+            expect(repo.inputs.imageTagMutability).toBe("IMMUTABLE_WITH_EXCLUSION");
+            expect(repo.inputs.imageTagMutabilityExclusionFilters).toEqual([{ filter: "deployed-*", filterType: "WILDCARD" }]);
             expect(repo.inputs.imageScanningConfiguration).toEqual({ scanOnPush: true });
             expect(repo.inputs.encryptionConfigurations).toEqual([expect.objectContaining({ encryptionType: "KMS" })]);
         }
@@ -90,12 +91,13 @@ describe.each(buildStacks)("build stack %s", (stack) => {
         expect(repos().filter((r) => String(r.inputs.imageTagMutability).startsWith("MUTABLE"))).toEqual([]);
     });
 
-    it("keeps the last N releases per target and never expires untagged images in a release repository", () => {
+    it("keeps deployed images, the last N releases per target and never expires untagged images in a release repository", () => {
         for (const image of build.images) {
             const policy = ev.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").find((p) => p.name === `registry-${image.name}-lifecycle`);
             expect(policy).toBeDefined();
             const rules = policyOf(policy as { inputs: Inputs }).rules;
-            expect(rules.map((r) => r.selection.tagPatternList).flat().sort()).toEqual(image.targets.map((t) => `*-${t}`).sort());
+            expect(rules[0].selection.tagPatternList).toEqual(["deployed-*"]);
+            expect(rules.map((r) => r.selection.tagPatternList).flat().sort()).toEqual(["deployed-*", "multiarch.*", ...image.targets.map((t) => `${t}.*`)].sort());
             expect(rules.every((r) => r.selection.tagStatus === "tagged")).toBe(true);
         }
     });
@@ -122,7 +124,7 @@ describe.each(buildStacks)("build stack %s", (stack) => {
                 expect(r.inputs.platforms).toEqual([base.platform ?? parent.platform]);
                 expect(r.inputs.target).toBe(base.stage ?? parent.stage);
                 expect(r.inputs.push).toBe(true);
-                expect(r.inputs.tags).toEqual([`${REGISTRY_HOST}/ml/${img.name}:${build.version}-${t}`]);
+                expect(r.inputs.tags).toEqual([expect.stringMatching(new RegExp(`^${REGISTRY_HOST.replace(/\./g, "\\.")}/ml/${img.name}:${t}\\.[0-9a-f]{16}$`))]);
                 expect(r.inputs.context).toEqual({ location: img.context });
                 expect(r.inputs.buildOnPreview).toBe(build.buildOnPreview ?? false);
             }
@@ -158,7 +160,7 @@ describe.each(buildStacks)("build stack %s", (stack) => {
     it("joins the configured amd64 and arm64 targets under one multi-arch tag", () => {
         for (const img of build.images.filter((i) => i.multiArch)) {
             const index = ev.ofType("docker-build:index:Index").find((i) => i.name === `${img.name}-multiarch-index`);
-            expect(index?.inputs.tag).toBe(`${REGISTRY_HOST}/ml/${img.name}:${build.version}`);
+            expect(index?.inputs.tag).toMatch(new RegExp(`^${REGISTRY_HOST.replace(/\./g, "\\.")}/ml/${img.name}:multiarch\\.[0-9a-f]{16}$`));
             const outputs = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
             const multi = img.multiArch as { amd64: string; arm64: string };
             expect(index?.inputs.sources).toEqual([outputs[img.name].targets[multi.amd64].ref, outputs[img.name].targets[multi.arm64].ref]);
@@ -267,7 +269,6 @@ describe("a hardware target declared only in stack files", () => {
     };
     const buildConfig = {
         [BUILD_KEY]: {
-            version: "9.9.9",
             targets: { "x86-avx10": npuTarget },
             images: [{ name: "inference", context: "images/inference-server", targets: ["cpu-avx2", "x86-avx10"] }],
         },
@@ -279,7 +280,7 @@ describe("a hardware target declared only in stack files", () => {
         expect(image?.inputs).toMatchObject({
             platforms: ["linux/amd64"],
             target: "runtime-cpu",
-            tags: [`${REGISTRY_HOST}/ml/inference:9.9.9-x86-avx10`],
+            tags: [expect.stringMatching(/\/ml\/inference:x86-avx10\.[0-9a-f]{16}$/)],
             cacheTo: [{ registry: { ref: `${REGISTRY_HOST}/ml/cache/inference:cache-x86-avx10`, imageManifest: true, ociMediaTypes: true, mode: "max" } }],
         });
         expect(image?.inputs.buildArgs).toMatchObject({
@@ -290,7 +291,7 @@ describe("a hardware target declared only in stack files", () => {
         });
         expect(image?.customTimeouts.create).toBe("45m");
         const lifecycle = ev.ofType("aws:ecr/lifecyclePolicy:LifecyclePolicy").find((p) => p.name === "registry-inference-lifecycle");
-        expect(JSON.stringify(policyOf(lifecycle as { inputs: Inputs }))).toContain("*-x86-avx10");
+        expect(JSON.stringify(policyOf(lifecycle as { inputs: Inputs }))).toContain('"x86-avx10.*"');
 
         const env = await evaluate("dev", {
             config: {
@@ -313,7 +314,6 @@ describe("a hardware target declared only in stack files", () => {
         const ev = await evaluate("build", {
             config: {
                 [BUILD_KEY]: {
-                    version: "1",
                     targets: { cuda12: { cuda: { version: "12.8.1", archList: ["8.0", "9.0"] } } },
                     images: [{ name: "inference", context: "images/inference-server", targets: ["cuda12"] }],
                 },

@@ -30,7 +30,7 @@ export function syntheticBuild(n: number): Record<string, unknown> {
         const targets = TARGETS.slice(0, Math.min(TARGETS.length, n - i * TARGETS.length));
         images.push({ name: `img-${i}`, context: "images/inference-server", targets });
     }
-    return { "ml-infra:build": { version: "1.0.0", images } };
+    return { "ml-infra:build": { images } };
 }
 
 interface Sample {

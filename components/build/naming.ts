@@ -13,20 +13,21 @@ export function cacheRepositoryName(prefix: string, image: string): string {
     return `${prefix}/cache/${image}`;
 }
 
-/** Immutable release tag of one target: `<version>-<target>`. */
-export function releaseTag(version: string, target: string): string {
-    return `${version}-${target}`;
-}
-
 /** Overwritable cache tag of one target: `cache-<target>`. */
 export function cacheTag(target: string): string {
     return `cache-${target}`;
 }
 
-/** Pattern (ECR lifecycle wildcard) that matches every release tag of a target. */
+/** Pattern (ECR lifecycle wildcard) that matches every release tag of a target (`<target>.<hash>`; target names have no dots). */
 export function releaseTagPattern(target: string): string {
-    return `*-${target}`;
+    return `${target}.*`;
 }
+
+/** Tag pattern of the deployment markers (`deployed-<stack>-<service>-<container>`): mutable, never expired. */
+export const DEPLOYED_TAG_PATTERN = "deployed-*";
+
+/** Tag pattern of multi-arch indexes (`multiarch.<hash>`). */
+export const MULTIARCH_TAG_PATTERN = "multiarch.*";
 
 /** Tag pattern for cache tags; excluded from tag immutability in the cache repository. */
 export const CACHE_TAG_PATTERN = "cache-*";

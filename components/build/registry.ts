@@ -1,8 +1,10 @@
 /**
  * ImageRegistry: the ECR side of the build stack.
  *
- * - one release repository per image (`<prefix>/<image>`): tags immutable,
- *   scan on push, KMS encryption, keep the last N releases per target;
+ * - one release repository per image (`<prefix>/<image>`): release tags
+ *   immutable (only the `deployed-*` markers of what environments run may
+ *   move), scan on push, KMS encryption; lifecycle: keep what is deployed,
+ *   and the last N releases per target;
  * - one cache repository per image (`<prefix>/cache/<image>`): immutable
  *   except tags matching `cache-*`, so `cache-<target>` can be overwritten by
  *   every build while nothing else can; superseded cache manifests expire;
@@ -16,7 +18,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { RegistryConfig } from "./schema";
 import { cacheLifecyclePolicy, releaseLifecyclePolicy } from "./lifecycle";
-import { CACHE_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
+import { CACHE_TAG_PATTERN, DEPLOYED_TAG_PATTERN, cacheRepositoryName, imageRepositoryName } from "./naming";
 import { dataResourceOptions } from "../shared/protection";
 
 export interface ImageRegistryArgs {
@@ -64,7 +66,9 @@ export class ImageRegistry extends pulumi.ComponentResource {
                 `${name}-${image.name}`,
                 {
                     name: imageRepositoryName(args.prefix, image.name),
-                    imageTagMutability: "IMMUTABLE",
+                    // Release tags never move; only the deployment markers CI moves (deployed-*) may.
+                    imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+                    imageTagMutabilityExclusionFilters: [{ filter: DEPLOYED_TAG_PATTERN, filterType: "WILDCARD" }],
                     imageScanningConfiguration: { scanOnPush: true },
                     encryptionConfigurations,
                     forceDelete: options.forceDelete,

@@ -27,15 +27,18 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 
 /**
  * The runners stack's facts from its `runners` and `registry` outputs, or the
- * problems with them (each a sentence naming the output).
+ * problems with them (each a sentence naming the output). Without `needPools`
+ * only the registry is read.
  */
-export function runnersStackFacts(name: string, runners: unknown, registry: unknown): { facts?: RunnersStackFacts; problems: string[] } {
+export function runnersStackFacts(name: string, runners: unknown, registry: unknown, needPools = true): { facts?: RunnersStackFacts; problems: string[] } {
     const problems: string[] = [];
     if (runners === undefined && registry === undefined) {
         return { problems: [`runners stack ${name} exports no runners and no registry: deploy it first (pulumi up -s runners), or name the right stack in build.runnersStack`] };
     }
     const pools: RunnerPoolFact[] = [];
-    if (!isRecord(runners)) {
+    if (!needPools) {
+        // Only its registry is read (images build on a builder of their own).
+    } else if (!isRecord(runners)) {
         problems.push(`runners stack ${name} exports no runner pools (output runners); give it a runners section`);
     } else {
         for (const [key, value] of Object.entries(runners)) {

@@ -4,7 +4,7 @@
  * runner pools (./runners/schema). Cross-field checks are in ./checks.
  */
 import { z } from "zod";
-import { name, strict, stringMap } from "../shared/schema";
+import { imageRef, name, strict, stringMap } from "../shared/schema";
 import { targetsSchema } from "../shared/target-config";
 import { stackName } from "../shared/stack-names";
 
@@ -27,6 +27,15 @@ const imageSchema = strict({
     targets: z.array(z.string()).min(1, "an image needs at least one target"),
     buildArgs: stringMap.default({}),
     base: name("base image name").optional(),
+    /**
+     * Upstream image this image is built from instead of its targets' base
+     * images (e.g. a sidecar on a vendor's image): passed as BASE_IMAGE,
+     * RUNTIME_BASE_IMAGE and BUILD_BASE_IMAGE, through the pull-through cache.
+     * Not with `base`. Default: the targets' base images.
+     */
+    baseImage: imageRef.optional(),
+    /** Dockerfile stage built for every target. Default: each target's `stage`. */
+    stage: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, "must be a Dockerfile stage name").optional(),
     secrets: z.array(z.string()).default([]),
     multiArch: strict({
         amd64: z.string(),
@@ -39,7 +48,11 @@ export const LOCAL_REGISTRY_RE = /^(127\.0\.0\.1|localhost):\d{2,5}$/;
 
 export const buildSchema = strict({
     localRegistry: z.string().regex(LOCAL_REGISTRY_RE, "must be a registry on loopback, e.g. 127.0.0.1:5000").optional(),
-    version: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/, "must be a valid image tag of at most 64 characters"),
+    /** Removed: release tags are derived from the build inputs (`<target>.<hash>`), so no version is set by hand. */
+    version: z
+        .unknown()
+        .optional()
+        .refine((v) => v === undefined, "no longer used: release tags are derived from the build inputs (<target>.<hash>, README: How a release is identified); remove the key"),
     repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
     buildOnPreview: z.boolean().default(false),
     /**
@@ -55,6 +68,12 @@ export const buildSchema = strict({
      */
     runnersStack: stackName.optional(),
     registry: registrySchema,
+    /**
+     * Base images (exact references) a build may start from although they are
+     * neither in this stack's registry nor behind its pull-through cache.
+     * Default: none.
+     */
+    allowedBaseImages: z.array(imageRef).default([]),
     targets: targetsSchema,
     images: z.array(imageSchema).min(1, "the build section needs at least one image"),
 });

@@ -1,7 +1,8 @@
 /**
  * TargetImage: one image built for one hardware target with BuildKit
- * (@pulumi/docker-build), pushed to ECR under an immutable release tag, with
- * its layer cache exported to and imported from the image's cache repository.
+ * (@pulumi/docker-build), pushed to ECR under an immutable release tag that
+ * is a hash of its build inputs (./release), with its layer cache exported to
+ * and imported from the image's cache repository. Kept on delete.
  *
  * MultiArchImage: joins one amd64 and one arm64 target of an image under one
  * multi-arch tag (a docker-build Index).
@@ -10,18 +11,17 @@ import * as dockerbuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import type { ImageConfig } from "./schema";
-import { cacheTag, releaseTag } from "./naming";
+import { cacheTag } from "./naming";
+import { type ImageSpec, cachedContextDigest, releaseTag } from "./release";
 import { type BuiltTarget, digestRef } from "../shared/image-refs";
 import type { RegistryCredentials } from "./registry";
 import { type HardwareTarget, targetBuildArgs } from "../shared/hardware";
 
 export interface TargetImageArgs {
-    /** The image as declared in `build.images[]` (name, context, dockerfile, buildArgs). */
+    /** The image as declared in `build.images[]` (name, context, dockerfile, buildArgs, stage). */
     readonly image: ImageConfig;
     /** The resolved hardware target. */
     readonly target: HardwareTarget;
-    /** Release version (`build.version`); the tag is `<version>-<target>`. */
-    readonly version: string;
     /** URL of the release repository. */
     readonly repositoryUrl: pulumi.Input<string>;
     /** URL of the cache repository. */
@@ -39,20 +39,116 @@ export interface TargetImageArgs {
     readonly builder?: string;
     /**
      * Build secrets (id -> value, a Pulumi secret), mounted only into the RUN steps that
-     * ask for them (`RUN --mount=type=secret,id=<id>`); never build args. Default: none.
+     * ask for them (`RUN --mount=type=secret,id=<id>`); never build args. A changed
+     * value does not rebuild the image. Default: none.
      */
     readonly secrets?: pulumi.Input<Record<string, string>>;
+    /** Base images the build may use outside the registry (`build.allowedBaseImages`), recorded in a label the policy pack reads. Default: none. */
+    readonly allowedBaseImages?: readonly string[];
+    /** Directory the context path is relative to. Default: the working directory (where Pulumi.yaml is). */
+    readonly projectRoot?: string;
 }
 
 /** The base images a target's build starts from. */
 export interface BaseImages {
+    /** BASE_IMAGE: the chain base's digest, or the target's build base. */
     readonly base: string;
+    /** RUNTIME_BASE_IMAGE: the chain base's digest, or the target's runtime base. */
     readonly runtime: string;
+    /** BUILD_BASE_IMAGE: the target's build base (compilers, nvcc), also in a chain. Default: `base`. */
+    readonly build?: string;
+}
+
+/** Label listing the base images allowed outside the registry (read by the policy pack). */
+export const ALLOWED_BASES_LABEL = "ml-infra.allowed-bases";
+
+/**
+ * Every input of the docker-build Image of one image × target, as plain data
+ * (what the release tag is a hash of). Pure but for reading the context.
+ */
+export function imageSpec(o: {
+    readonly image: ImageConfig;
+    readonly target: HardwareTarget;
+    readonly repositoryUrl: string;
+    readonly cacheRepositoryUrl: string;
+    readonly bases: BaseImages;
+    readonly buildOnPreview: boolean;
+    readonly builder?: string;
+    readonly allowedBaseImages?: readonly string[];
+    readonly projectRoot?: string;
+}): ImageSpec {
+    const { image, target } = o;
+    const root = o.projectRoot ?? process.cwd();
+    const dockerfile = path.posix.join(image.context, image.dockerfile);
+    const labels: Record<string, string> = { "ml-infra.image": image.name, "ml-infra.target": target.name };
+    if (o.allowedBaseImages && o.allowedBaseImages.length > 0) labels[ALLOWED_BASES_LABEL] = [...o.allowedBaseImages].sort().join(",");
+    return {
+        repository: o.repositoryUrl,
+        cacheRef: `${o.cacheRepositoryUrl}:${cacheTag(target.name)}`,
+        context: image.context,
+        contextDigest: cachedContextDigest(path.resolve(root, image.context), path.resolve(root, dockerfile)),
+        dockerfile,
+        stage: image.stage ?? target.stage,
+        platform: target.platform,
+        buildArgs: { ...image.buildArgs, ...targetBuildArgs(target, o.bases.base, o.bases.runtime, o.bases.build ?? o.bases.base) },
+        labels,
+        secretIds: [...image.secrets].sort(),
+        builder: o.builder,
+        buildOnPreview: o.buildOnPreview,
+    };
+}
+
+/** The docker-build Image arguments a spec determines (plain values). */
+export interface ImageInputs {
+    readonly push: true;
+    readonly tags: string[];
+    readonly platforms: dockerbuild.Platform[];
+    readonly target: string;
+    readonly context: { location: string };
+    readonly dockerfile: { location: string };
+    readonly buildArgs: Record<string, string>;
+    readonly labels: Record<string, string>;
+    readonly cacheFrom: dockerbuild.types.input.CacheFromArgs[];
+    readonly cacheTo: dockerbuild.types.input.CacheToArgs[];
+    readonly buildOnPreview: boolean;
+    readonly builder?: { name: string };
+    readonly ignoreSecretsInDiffCalculation?: string[];
+}
+
+/** The docker-build Image arguments of a spec (every one of them is in the spec, so in the tag). */
+export function imageArgs(spec: ImageSpec, tag: string): ImageInputs {
+    return {
+        push: true,
+        tags: [tag],
+        platforms: [spec.platform as dockerbuild.Platform],
+        target: spec.stage,
+        // Relative paths keep the inputs identical on every machine (no perpetual diff).
+        context: { location: spec.context },
+        dockerfile: { location: spec.dockerfile },
+        buildArgs: { ...spec.buildArgs },
+        labels: { ...spec.labels },
+        cacheFrom: [{ registry: { ref: spec.cacheRef } }],
+        cacheTo: [
+            {
+                registry: {
+                    ref: spec.cacheRef,
+                    mode: dockerbuild.CacheMode.Max,
+                    // ECR only accepts cache exported as an OCI image manifest.
+                    imageManifest: true,
+                    ociMediaTypes: true,
+                },
+            },
+        ],
+        buildOnPreview: spec.buildOnPreview,
+        builder: spec.builder ? { name: spec.builder } : undefined,
+        // A rotated token must not rebuild (and so re-push) a release.
+        ignoreSecretsInDiffCalculation: spec.secretIds.length > 0 ? [...spec.secretIds] : undefined,
+    };
 }
 
 export class TargetImage extends pulumi.ComponentResource {
     public readonly image: dockerbuild.Image;
-    /** `<repo>:<version>-<target>` */
+    /** `<repo>:<target>.<hash of the build inputs>` */
     public readonly tag: pulumi.Output<string>;
     /** `<repo>@sha256:...`: what environments deploy. */
     public readonly ref: pulumi.Output<string>;
@@ -69,53 +165,46 @@ export class TargetImage extends pulumi.ComponentResource {
         }
         // Few Outputs per target: every Output costs the SDK several tracked promises,
         // and a build stack has hundreds of image x target pairs.
-        this.tag = pulumi.interpolate`${args.repositoryUrl}:${releaseTag(args.version, target.name)}`;
-        this.cacheRef = pulumi.interpolate`${args.cacheRepositoryUrl}:${cacheTag(target.name)}`;
+        const spec = pulumi.all([args.repositoryUrl, args.cacheRepositoryUrl, args.bases]).apply(([repositoryUrl, cacheRepositoryUrl, bases]) => {
+            const s = imageSpec({ ...args, repositoryUrl, cacheRepositoryUrl, bases });
+            return { spec: s, tag: `${repositoryUrl}:${releaseTag(target.name, s)}` };
+        });
+        this.tag = spec.tag;
+        this.cacheRef = spec.spec.cacheRef;
         const timeout = `${target.buildTimeoutMinutes}m`;
+        const imageInputs = spec.apply(({ spec: s, tag }) => imageArgs(s, tag));
 
         this.image = new dockerbuild.Image(
             `${name}-image`,
             {
                 push: true,
-                tags: [this.tag],
-                platforms: [target.platform],
-                target: target.stage,
-                // Relative paths keep the inputs identical on every machine (no perpetual diff).
-                context: { location: image.context },
-                dockerfile: { location: path.posix.join(image.context, image.dockerfile) },
-                buildArgs: pulumi.output(args.bases).apply((b) => ({ ...image.buildArgs, ...targetBuildArgs(target, b.base, b.runtime) })),
-                labels: {
-                    "org.opencontainers.image.version": args.version,
-                    "ml-infra.image": image.name,
-                    "ml-infra.target": target.name,
-                },
-                cacheFrom: [{ registry: { ref: this.cacheRef } }],
-                cacheTo: [
-                    {
-                        registry: {
-                            ref: this.cacheRef,
-                            mode: dockerbuild.CacheMode.Max,
-                            // ECR only accepts cache exported as an OCI image manifest.
-                            imageManifest: true,
-                            ociMediaTypes: true,
-                        },
-                    },
-                ],
-                registries: args.registries,
-                secrets: args.secrets,
+                tags: imageInputs.tags,
+                platforms: imageInputs.platforms,
+                target: imageInputs.target,
+                context: imageInputs.context,
+                dockerfile: imageInputs.dockerfile,
+                buildArgs: imageInputs.buildArgs,
+                labels: imageInputs.labels,
+                cacheFrom: imageInputs.cacheFrom,
+                cacheTo: imageInputs.cacheTo,
                 buildOnPreview: args.buildOnPreview,
                 builder: args.builder ? { name: args.builder } : undefined,
+                ignoreSecretsInDiffCalculation: image.secrets.length > 0 ? [...image.secrets].sort() : undefined,
+                registries: args.registries,
+                secrets: args.secrets,
             },
-            { parent: this, customTimeouts: { create: timeout, update: timeout } },
+            // Kept when Pulumi deletes or replaces it (a removed target, a destroyed stack):
+            // environments may still run it; the registry's lifecycle rules expire releases.
+            { parent: this, retainOnDelete: true, customTimeouts: { create: timeout, update: timeout } },
         );
         this.built = pulumi
-            .all([args.repositoryUrl, args.cacheRepositoryUrl, this.image.digest])
-            .apply(([url, cacheUrl, digest]) =>
+            .all([args.repositoryUrl, this.tag, this.cacheRef, this.image.digest])
+            .apply(([url, tag, cacheRef, digest]) =>
                 untilBuilt(digest, () => ({
                     ref: digestRef(url, digest),
                     digest,
-                    tag: `${url}:${releaseTag(args.version, target.name)}`,
-                    cacheRef: `${cacheUrl}:${cacheTag(target.name)}`,
+                    tag,
+                    cacheRef,
                     platform: target.platform,
                     pool: target.pool,
                 })),
@@ -127,7 +216,7 @@ export class TargetImage extends pulumi.ComponentResource {
 }
 
 export interface MultiArchImageArgs {
-    /** `<repo>:<version>` */
+    /** `<repo>:multiarch.<hash of the joined release tags>` */
     readonly tag: pulumi.Input<string>;
     /** Digest references of the per-platform images to join. */
     readonly sources: ReadonlyArray<pulumi.Input<string>>;
@@ -157,7 +246,8 @@ export class MultiArchImage extends pulumi.ComponentResource {
                     password: pulumi.secret(credentials.password),
                 },
             },
-            { parent: this },
+            // Kept when replaced (a new tag) or deleted: the index may still be deployed.
+            { parent: this, retainOnDelete: true },
         );
         this.ref = pulumi
             .all([args.repositoryUrl, this.index.ref])

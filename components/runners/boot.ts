@@ -7,7 +7,7 @@
 import { stringify as toYaml } from "yaml";
 import type { Pool } from "../shared/hardware";
 import { shellQuote } from "./shell";
-import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, type BuildkitdOptions, NVIDIA_CDI_SPEC, TLS_PATHS, renderBuildkitdToml } from "./buildkitd";
+import { BOOTSTRAP_PATH, BUILDKITD_TOML_PATH, type BuildkitdOptions, NVIDIA_CDI_SPEC, TLS_PATHS, pinnedImageRefs, renderBuildkitdToml } from "./buildkitd";
 
 // ---------------------------------------------------------------- systemd
 
@@ -113,27 +113,57 @@ export interface BootstrapOptions {
     readonly pool: Pool;
     readonly region: string;
     readonly registryHost: string;
-    /** The buildkit image as resolved through the pull-through cache. */
+    /** The buildkit image as resolved through the pull-through cache: `repo:tag@sha256:<64 hex>` (buildkitImageRef). */
     readonly image: string;
     /** SSM SecureString holding the server's private key. */
     readonly serverKeyParameter: string;
 }
 
-/** The boot script: docker, buildkitd binaries from the image via ECR, server key from SSM, CDI (gpu), start. */
+/** The buildkit image's tag and digest references; refuses anything but `repo:tag@sha256:<64 hex>`. */
+function imageRefs(image: string): { readonly byTag: string; readonly byDigest: string } {
+    const refs = pinnedImageRefs(image);
+    if (!refs) throw new Error(`buildkit image ${image} is not repo:tag@sha256:<64 hex digits>; runners run a pinned digest only`);
+    return refs;
+}
+
+/**
+ * The boot script: docker, buildkitd binaries from the image via ECR, server
+ * key from SSM, CDI (gpu), start. The image is pulled by its tag through the
+ * cache first (ECR's pull-through cache cannot serve a first pull by digest of
+ * an image it has not cached yet, aws/containers-roadmap#2837), then by its
+ * digest, and only the digest is run: the boot fails if it cannot be pulled.
+ */
 export function bootstrapScript(o: BootstrapOptions): string {
+    const refs = imageRefs(o.image);
     const lines = [
         "#!/bin/bash",
         `# Installs and starts buildkitd for the ml-infra ${o.pool} pool (generated).`,
         "set -euo pipefail",
         `export AWS_REGION=${shellQuote(o.region)}`,
         `REGISTRY=${shellQuote(o.registryHost)}`,
-        `IMAGE=${shellQuote(o.image)}`,
+        `TAGGED=${shellQuote(refs.byTag)}`,
+        `IMAGE=${shellQuote(refs.byDigest)}`,
         "command -v docker >/dev/null || dnf install -y docker",
         "systemctl enable --now docker",
         "for attempt in 1 2 3 4 5; do",
-        '  aws ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY" && docker pull "$IMAGE" && break',
+        '  aws ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY" && break',
         '  sleep $((attempt * 10))',
         "done",
+        "# The tag first: it makes the pull-through cache fetch the image (a first pull by digest fails there).",
+        "for attempt in 1 2 3; do",
+        '  docker pull "$TAGGED" && break',
+        '  sleep $((attempt * 10))',
+        "done",
+        "# Then exactly the digest, which is all that runs.",
+        "pulled=no",
+        "for attempt in 1 2 3 4 5; do",
+        '  if docker pull "$IMAGE"; then pulled=yes; break; fi',
+        '  sleep $((attempt * 10))',
+        "done",
+        'if [ "$pulled" != yes ]; then',
+        '  echo "ml-buildkit-bootstrap: cannot pull $IMAGE (the pinned buildkit image); refusing to run anything else" >&2',
+        "  exit 1",
+        "fi",
         'cid=$(docker create "$IMAGE")',
         `for bin in ${BUILDKIT_BINARIES.join(" ")}; do`,
         '  docker cp "$cid:/usr/bin/$bin" "/usr/local/bin/$bin"',
@@ -176,7 +206,7 @@ export function cloudConfig(o: CloudInitOptions): { write_files: WriteFile[]; ru
         file(TLS_PATHS.ca, o.caCertPem),
         file(TLS_PATHS.cert, o.serverCertPem),
         file("/etc/systemd/system/buildkitd.service", renderUnit(buildkitdUnit(o.pool))),
-        file("/etc/systemd/system/buildkitd-logs.service", renderUnit(logShipperUnit({ region: o.region, logGroupName: o.logGroupName, image: o.image }))),
+        file("/etc/systemd/system/buildkitd-logs.service", renderUnit(logShipperUnit({ region: o.region, logGroupName: o.logGroupName, image: imageRefs(o.image).byDigest }))),
         file(BOOTSTRAP_PATH, bootstrapScript(o), "0755"),
         file(CLOUDWATCH_AGENT_CONFIG_PATH, `${JSON.stringify(cloudWatchAgentConfig(), null, 2)}\n`),
     ].sort((a, b) => a.path.localeCompare(b.path));

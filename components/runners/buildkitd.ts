@@ -129,12 +129,39 @@ export function registryMirrors(registryHost: string, prefixes: readonly string[
     return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }
 
+/** `repo:tag@sha256:<64 hex>`: the only form of the buildkit image runners run. */
+const PINNED_IMAGE_RE = /^(?<repo>[^@\s]+?):(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})@(?<digest>sha256:[a-f0-9]{64})$/;
+
+/**
+ * The buildkit image split for the boot: the tag (pulled first, through the
+ * cache) and the digest (pulled next, and what runs). Undefined unless the
+ * image is `repo:tag@sha256:<64 hex>`.
+ */
+export function pinnedImageRefs(image: string): { readonly byTag: string; readonly byDigest: string } | undefined {
+    const m = PINNED_IMAGE_RE.exec(image);
+    if (!m?.groups) return undefined;
+    const { repo, tag, digest } = m.groups;
+    if (repo.slice(repo.lastIndexOf("/") + 1).includes(":")) return undefined;
+    return { byTag: `${repo}:${tag}`, byDigest: `${repo}@${digest}` };
+}
+
 /**
  * Why runners could not pull the buildkit image, or undefined when they can:
- * it must be in an ECR registry already, or come from an upstream whose
- * pull-through rule is enabled (runners have no other way out).
+ * it must be pinned as `repo:tag@sha256:<64 hex>` (a tag alone could move
+ * under a runner that runs it as root; the tag is kept because ECR's
+ * pull-through cache cannot serve a first pull by digest of an image it has
+ * not cached, aws/containers-roadmap#2837), and be in an ECR registry already
+ * or come from an upstream whose pull-through rule is enabled (runners have
+ * no other way out).
  */
 export function buildkitImageProblem(image: string, prefixes: readonly string[]): string | undefined {
+    if (!pinnedImageRefs(image)) {
+        const inspect = `docker buildx imagetools inspect ${image.replace(/@.*$/, "")}`;
+        if (!image.includes("@")) {
+            return `buildkit image ${image} is a mutable tag: a runner would run as root whatever it points to at boot; pin it as repo:tag@sha256:<64 hex digits> (the index digest: ${inspect})`;
+        }
+        return `buildkit image ${image} must be repo:tag@sha256:<64 lower-case hex digits>: the tag is pulled through the cache first (ECR's pull-through cache cannot serve a first pull by digest of an image it has not cached, aws/containers-roadmap#2837), then exactly the digest runs`;
+    }
     const host = parseImage(image).host;
     if (isEcrHost(host)) return undefined;
     const upstream = UPSTREAMS.find((u) => u.hosts.includes(host));
@@ -145,7 +172,7 @@ export function buildkitImageProblem(image: string, prefixes: readonly string[])
     return undefined;
 }
 
-/** The buildkit image as the runner pulls it: through the pull-through cache, or as is when already in ECR. */
+/** The buildkit image as the runner pulls it (`repo:tag@sha256:...`): through the pull-through cache, or as is when already in ECR. */
 export function buildkitImageRef(image: string, registryHost: string, prefixes: readonly string[]): string {
     const problem = buildkitImageProblem(image, prefixes);
     if (problem) throw new Error(problem);

@@ -7,6 +7,15 @@ import { z } from "zod";
 import type { Pool } from "../shared/hardware";
 import { LOG_RETENTION_DAYS, cidr, imageRef, instanceType, logRetentionDays, securityGroupId, strict } from "../shared/schema";
 
+/**
+ * BuildKit v0.23.2 (what the runners, the local runner and the tools run),
+ * pinned to the multi-arch index digest several public projects pin it to.
+ * Check it before changing it:
+ *   docker buildx imagetools inspect docker.io/moby/buildkit:v0.23.2
+ * (the "Digest:" line of the index).
+ */
+export const DEFAULT_BUILDKIT_IMAGE = "docker.io/moby/buildkit:v0.23.2@sha256:ddd1ca44b21eda906e81ab14a3d467fa6c39cd73b9a39df1196210edcb8db59e";
+
 // ------------------------------------------------------------------ runners
 
 /** The AMI of each pool kind, as an SSM public parameter (resolved at launch: AMI updates need no template change). */
@@ -93,10 +102,14 @@ export const runnersSchema = strict({
         cidrs: z.array(cidr).default([]),
     }).prefault({}),
     /**
-     * Image the buildkitd binaries are taken from, pulled through the ECR
-     * pull-through cache (its registry's rule must be enabled). Default `docker.io/moby/buildkit:v0.23.2`.
+     * Image the buildkitd binaries are taken from, pinned by digest as
+     * `repo:tag@sha256:<64 hex>` (a mutable tag is refused), pulled through
+     * the ECR pull-through cache (its registry's rule must be enabled) or from
+     * the ECR registry itself. At boot a runner pulls the tag through the
+     * cache first, then runs exactly the digest (./boot). Default
+     * DEFAULT_BUILDKIT_IMAGE.
      */
-    buildkitImage: imageRef.default("docker.io/moby/buildkit:v0.23.2"),
+    buildkitImage: imageRef.default(DEFAULT_BUILDKIT_IMAGE),
     /** Validity of the server and client certificates; `pulumi up` renews them in the last 30 days. Default 365. */
     certificateValidityDays: z.number().int().min(31).max(3650).default(365),
     /** Retention of the pools' log groups, in days (a CloudWatch Logs value). Default 30. */

@@ -151,6 +151,7 @@ export const CATALOG: Readonly<Record<string, TargetSpec>> = {
 export const DERIVED_BUILD_ARGS = [
     "BASE_IMAGE",
     "RUNTIME_BASE_IMAGE",
+    "BUILD_BASE_IMAGE",
     "CUDA_ARCH_LIST",
     "TORCH_CUDA_ARCH_LIST",
     "CUDA_VERSION",
@@ -231,17 +232,21 @@ export function resolveTarget(name: string, spec: TargetSpec): HardwareTarget {
 /**
  * The build args a target hands the Dockerfile: its own plus those derived from
  * its structured fields. `baseImage` / `runtimeBaseImage` are the resolved
- * references (through the pull-through cache when enabled).
+ * references (through the pull-through cache when enabled; in an image chain
+ * both are the base image's digest); `buildBaseImage` is always the target's
+ * build base (compilers, nvcc), chain or not.
  */
 export function targetBuildArgs(
     target: HardwareTarget,
     baseImage: string,
     runtimeBaseImage: string,
+    buildBaseImage: string = baseImage,
 ): Record<string, string> {
     const args: Record<string, string> = {
         ...target.buildArgs,
         BASE_IMAGE: baseImage,
         RUNTIME_BASE_IMAGE: runtimeBaseImage,
+        BUILD_BASE_IMAGE: buildBaseImage,
         REQUIRED_CPU_FEATURES: target.cpuFeatures.join(" "),
         TARGET_NAME: target.name,
     };

@@ -144,7 +144,10 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>, 
                 arn: `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/${String(inputs.name)}`,
             };
         case "docker-build:index:Image": {
-            const digest = fakeDigest(name, inputs.buildArgs, inputs.target, inputs.platforms);
+            // docker-build reports "" as the digest of an image a preview would (re)build without building it.
+            if (references.preview && inputs.buildOnPreview !== true) return { ...state, digest: "", ref: "" };
+            // The release tag is a hash of the build inputs: a different tag is a different image.
+            const digest = fakeDigest(name, inputs.tags, inputs.buildArgs, inputs.target, inputs.platforms);
             const tags = (inputs.tags as string[] | undefined) ?? [];
             return { ...state, digest, ref: tags.length > 0 ? `${tags[0]}@${digest}` : "" };
         }
@@ -171,6 +174,8 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>, 
 
 /** What StackReferences read under mocks. */
 interface References {
+    /** A preview: docker-build answers what it would build without building it. */
+    readonly preview?: boolean;
     readonly byName?: Readonly<Record<string, ReferencedStack>>;
     readonly buildOutputs?: unknown;
     readonly buildSecretOutputs?: readonly string[];
@@ -267,7 +272,7 @@ export async function runUnderMocks(
 
     pulumi.runtime.setAllConfig(config, [...(options.secretKeys ?? [])]);
     await pulumi.runtime.setMocks(
-        mocksFor({ byName: options.stackOutputs, buildOutputs: options.buildOutputs, buildSecretOutputs: options.buildSecretOutputs }),
+        mocksFor({ preview: options.preview, byName: options.stackOutputs, buildOutputs: options.buildOutputs, buildSecretOutputs: options.buildSecretOutputs }),
         project,
         stack,
         options.preview ?? false,
