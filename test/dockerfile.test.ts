@@ -126,11 +126,11 @@ describe("reference inference server Dockerfile", () => {
     });
 
     it("lets a build swap the base images", () => {
-        expect(dockerfile.getInitialARGs().map((a) => a.getProperty()?.getName())).toEqual(["BASE_IMAGE", "RUNTIME_BASE_IMAGE"]);
+        expect(dockerfile.getInitialARGs().map((a) => a.getProperty()?.getName())).toEqual(["BASE_IMAGE", "RUNTIME_BASE_IMAGE", "BUILD_BASE_IMAGE"]);
         for (const from of froms) {
             const image = from.getImage() ?? "";
             const internal = stages.includes(image);
-            expect(internal || image === "${BASE_IMAGE}" || image === "${RUNTIME_BASE_IMAGE}", `FROM ${image}`).toBe(true);
+            expect(internal || ["${BASE_IMAGE}", "${RUNTIME_BASE_IMAGE}", "${BUILD_BASE_IMAGE}"].includes(image), `FROM ${image}`).toBe(true);
         }
     });
 

@@ -19,7 +19,7 @@ describe("stack local", () => {
 
     it("builds for this platform into the loopback registry, with the registry cache there", () => {
         for (const image of ev.ofType("docker-build:index:Image")) {
-            expect((image.inputs.tags as string[])[0]).toMatch(/^127\.0\.0\.1:5000\/ml\/inference:local-cpu-avx(2|512)$/);
+            expect((image.inputs.tags as string[])[0]).toMatch(/^127\.0\.0\.1:5000\/ml\/inference:cpu-avx(2|512)\.[0-9a-f]{16}$/);
             expect(image.inputs.platforms).toEqual(["linux/amd64"]);
             const cacheRef = (image.inputs.cacheTo as Array<{ registry: { ref: string } }>)[0].registry.ref;
             expect(cacheRef).toMatch(/^127\.0\.0\.1:5000\/ml\/cache\/inference:cache-cpu-avx(2|512)$/);

@@ -109,7 +109,7 @@ const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 async function programInputs(target: string): Promise<ImageInputs> {
     const local = stackFileConfig("local");
     const build = local["ml-infra:build"] as Record<string, unknown>;
-    const config = { "ml-infra:build": { ...build, version: "bench", images: [{ name: IMAGE, context: CONTEXT, targets: [target] }] } };
+    const config = { "ml-infra:build": { ...build, images: [{ name: IMAGE, context: CONTEXT, targets: [target] }] } };
     const before = process.cwd();
     process.chdir(ROOT);
     try {

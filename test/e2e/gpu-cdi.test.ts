@@ -63,7 +63,6 @@ const LOCAL_BUILD = stackFileConfig("local")["ml-infra:build"] as { targets?: Re
 const CONFIG: Record<string, unknown> = {
     "ml-infra:build": {
         ...LOCAL_BUILD,
-        version: "e2e",
         targets: {
             ...LOCAL_BUILD.targets,
             [TARGET]: {
