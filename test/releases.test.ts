@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { releaseLifecyclePolicy } from "../components/build/lifecycle";
 import { type ImageSpec, contextDigest, multiArchTag, releaseTag } from "../components/build/release";
 import type { LifecyclePolicy } from "../components/shared/ecr-lifecycle";
+import { MAX_TAG_LENGTH, childMarkers, deployedImages, markerTag, markersFor } from "../scripts/ci/mark-deployed";
 import { type Evaluation, evaluate, ROOT } from "./harness";
 
 // ---------------------------------------------------------------- release tags (pure)
@@ -339,5 +340,65 @@ describe("release lifecycle rules", () => {
             { digest: "b", age: 2, tags: ["arm64-neon.0000000000000001"] },
         ];
         expect(expired(policy, images).size).toBe(0);
+    });
+});
+
+// ---------------------------------------------------------------- deployment markers (CI)
+
+describe("deployment markers", () => {
+    const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const D1 = "sha256:5b0c4e3a1c1f7a9d2e8b6c4d0f1a3e5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f";
+    const deployments = {
+        "classifier-cpu": {
+            ref: `${HOST}/ml/inference@${D1}`,
+            images: [
+                { container: "server", ref: `${HOST}/ml/inference@${D1}` },
+                { container: "metrics-exporter", ref: `${HOST}/ml/metrics-exporter@${D1.replace("5b0c", "6c1d")}` },
+                { container: "xray", ref: `public.ecr.aws/xray/aws-xray-daemon@${D1.replace("5b0c", "7d2e")}` },
+                { container: "other-account", ref: `210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${D1}` },
+            ],
+        },
+    };
+
+    it("mark every digest of this account's registry as deployed-<stack>-<service>-<container>, and skip the rest", () => {
+        const { markers, skipped } = markersFor("acme/ml-infra/prod", deployedImages(deployments), "123456789012");
+        expect(markers).toEqual([
+            { registryId: "123456789012", region: "us-east-1", repository: "ml/inference", digest: D1, tag: "deployed-prod-classifier-cpu-server" },
+            { registryId: "123456789012", region: "us-east-1", repository: "ml/metrics-exporter", digest: D1.replace("5b0c", "6c1d"), tag: "deployed-prod-classifier-cpu-metrics-exporter" },
+        ]);
+        expect(skipped.map((s) => s.container)).toEqual(["xray", "other-account"]);
+        // Every marker is selected by the lifecycle rule that keeps deployed images.
+        for (const m of markers) expect(m.tag).toMatch(wildcard("deployed-*"));
+    });
+
+    it("are valid ECR tags of at most 128 characters, distinct for distinct long names", () => {
+        const a = markerTag("prod", "s".repeat(40), "c".repeat(40), "linux-arm64-v8".repeat(4));
+        const b = markerTag("prod", "s".repeat(40), "c".repeat(40), "linux-amd64-v1".repeat(4));
+        expect(a.length).toBeLessThanOrEqual(MAX_TAG_LENGTH);
+        expect(a).not.toBe(b);
+        expect(markerTag("org/Proj/Prod", "svc", "Server")).toBe("deployed-prod-svc-server");
+        fc.assert(fc.property(fc.string(), fc.string(), fc.string(), (s, v, c) => /^[a-z0-9._-]{1,128}$/.test(markerTag(s, v, c))));
+    });
+
+    it("also mark an index's platform images, not its attestations", () => {
+        const parent = { registryId: "123456789012", region: "us-east-1", repository: "ml/log-router", digest: D1, tag: "deployed-dev-svc-log-router" };
+        const index = {
+            mediaType: "application/vnd.oci.image.index.v1+json",
+            manifests: [
+                { digest: "sha256:1", platform: { os: "linux", architecture: "amd64" } },
+                { digest: "sha256:2", platform: { os: "linux", architecture: "arm64", variant: "v8" } },
+                { digest: "sha256:3", platform: { os: "unknown", architecture: "unknown" } },
+            ],
+        };
+        expect(childMarkers(parent, index).map((m) => [m.digest, m.tag])).toEqual([
+            ["sha256:1", "deployed-dev-svc-log-router-linux-amd64"],
+            ["sha256:2", "deployed-dev-svc-log-router-linux-arm64-v8"],
+        ]);
+    });
+
+    it("refuse a deployments output that does not list images", () => {
+        expect(() => deployedImages(undefined)).toThrow(/is this an environment stack/);
+        expect(() => deployedImages({ svc: { ref: "x" } })).toThrow(/deployments\.svc has no images list/);
+        expect(() => deployedImages({ svc: { images: [{ container: 1 }] } })).toThrow(/deployments\.svc\.images\[0\] is not \{container, ref\}/);
     });
 });

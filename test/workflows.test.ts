@@ -111,5 +111,15 @@ describe("GitHub workflows", () => {
             expect(prepare).toBeLessThan(upStep);
             expect(fs.existsSync(path.join(ROOT, "scripts/ci/prepare-builders.sh"))).toBe(true);
         });
+
+        it("marks what every environment deploys after its `pulumi up`, so lifecycle rules keep it", () => {
+            for (const stack of ["dev", "staging", "prod"]) expect(wf.jobs[stack].with?.["mark-deployed"], stack).toBe(true);
+            for (const stack of ["runners", "build"]) expect(wf.jobs[stack].with?.["mark-deployed"], stack).toBeUndefined();
+            const steps = up.jobs.up.steps ?? [];
+            const mark = steps.findIndex((s) => (s.run ?? "").startsWith("npx tsx scripts/ci/mark-deployed.ts --stack"));
+            const upStep = steps.findIndex((s) => s.with?.command === "up");
+            expect(mark).toBeGreaterThan(upStep);
+            expect((steps[mark] as Step & { if?: string }).if).toBe("inputs.mark-deployed");
+        });
     });
 });
