@@ -27,6 +27,7 @@ import { builderName } from "./components/runners/ci";
 import { BuildRunnerPool, multiArchBuilder, runnerCredentials, runnerSummaries } from "./components/runners/pool";
 import { Environment } from "./components/serve/environment";
 import { hardwareKindsOf } from "./components/serve/hardware-kinds";
+import { type BuildStackImages, type ServiceImages, imageSlots, resolveServeImages } from "./components/serve/images";
 import { InferenceService } from "./components/serve/inference-service";
 import { ServingCluster } from "./components/serve/serving-cluster";
 import { type HardwareTarget, POOLS } from "./components/shared/hardware";
@@ -71,6 +72,8 @@ export = async (): Promise<Record<string, unknown>> => {
 
     // Read what the build stack builds on before registering anything: a missing or unfit runners stack is a config error.
     const runnersStack = config.build ? await readRunnersStack(config, config.build) : undefined;
+    // An environment reads the deploying account and the build stack it follows, and checks every image it will run, before registering anything.
+    const serveImages = config.serve ? await readServeImages(config, config.serve) : undefined;
     if (config.build && !config.build.localRegistry) await checkEcrBaseImages(config, config.build, runnersStack);
 
     const network = config.network ? new PrivateNetwork("network", { config: config.network, region: aws.config.requireRegion(), tags }) : undefined;
@@ -98,7 +101,7 @@ export = async (): Promise<Record<string, unknown>> => {
         /** The network runners and services live in. */
         vpc: network ? { vpcId: network.vpcId, privateSubnetIds: network.privateSubnetIds } : undefined,
         /** Environment stacks: per service, the digest it deploys and where that digest came from. */
-        deployments: config.serve && network ? serveSection(config, config.serve, network, tags) : undefined,
+        deployments: config.serve && network && serveImages ? serveSection(config, config.serve, serveImages, network, tags) : undefined,
     });
 };
 
@@ -306,9 +309,57 @@ function localSection(config: StackConfig, localConfig: NonNullable<StackConfig[
 
 // ---------------------------------------------------------------- environments
 
+type ServeConfig = NonNullable<StackConfig["serve"]>;
+
+/** What an environment deploys from, read and checked before anything is registered. */
+interface ServeImages {
+    /** The stack's own ECR registry (the deploying account's, in the stack's region) and the allow-listed repositories. */
+    readonly registry: { readonly host: string; readonly allowedImages: readonly string[] };
+    /** Every image of every service, by service name. */
+    readonly images: Readonly<Record<string, ServiceImages>>;
+}
+
+/**
+ * The deploying account, the region and (when a service or a sidecar kind
+ * follows it) the build stack's `images` output, read before anything is
+ * registered; then every image every service runs, resolved and checked
+ * against them (components/serve/images.ts). A missing or unfit build stack,
+ * an image it lacks, a foreign registry, another account's, a digest it did
+ * not build: one ConfigError listing each problem with its config key.
+ */
+async function readServeImages(config: StackConfig, serve: ServeConfig): Promise<ServeImages> {
+    const key = (keys: ReadonlyArray<string | number>) => formatKeyPath(config.project, ["serve", ...keys]);
+    const region = aws.config.region;
+    if (region === undefined) {
+        throw new ConfigError([`aws:region = (missing): an environment deploys only from its own registry in the stack's region; set aws:region`]);
+    }
+    let build: BuildStackImages | undefined;
+    if (imageSlots(serve, serve.resolvedTargets).slots.some((slot) => slot.ref === undefined)) {
+        const name = referencedStack(serve.buildStack, pulumi.getOrganization(), config.project, "build");
+        const unfit = (why: string) =>
+            new ConfigError([`${key(["buildStack"])} = ${JSON.stringify(name)}: ${why}; deploy the build stack first (pulumi up -s build), or pin every image in this stack (npm run promote)`]);
+        let images: unknown;
+        try {
+            const details = await new pulumi.StackReference("build-stack", { name }).getOutputDetails("images");
+            images = details.value ?? details.secretValue;
+        } catch (error) {
+            throw unfit(`cannot be read (${(error as Error).message})`);
+        }
+        if (typeof images !== "object" || images === null || Array.isArray(images)) throw unfit(`has no "images" output`);
+        build = { stack: name, images };
+    }
+    const account = (await aws.getCallerIdentity({})).accountId;
+    if (!account) throw new Error("cannot tell the deploying AWS account (aws.getCallerIdentity returned none)");
+    const { images, problems } = resolveServeImages(serve, serve.resolvedTargets, { account, region, build });
+    if (problems.length > 0) {
+        throw new ConfigError(problems.map((p) => `${key(p.keys)} = ${p.value === undefined ? "(missing)" : JSON.stringify(p.value)}: ${p.message}`));
+    }
+    return { registry: { host: registryLocationOf(account, region).host, allowedImages: serve.allowedImages }, images };
+}
+
 /** The environment's services on ECS (the config guarantees a serve section comes with a network). */
-function serveSection(config: StackConfig, serve: NonNullable<StackConfig["serve"]>, network: PrivateNetwork, tags: Tags) {
-    const env = new Environment("env", { serve, targets: serve.resolvedTargets });
+function serveSection(config: StackConfig, serve: ServeConfig, images: ServeImages, network: PrivateNetwork, tags: Tags) {
+    const env = new Environment("env", { serve, targets: serve.resolvedTargets, images: images.images });
     const cluster = new ServingCluster("serving", {
         hardware: hardwareKindsOf(serve.services.map((s) => serve.resolvedTargets[s.target])),
         capacity: serve.capacity,
@@ -319,11 +370,14 @@ function serveSection(config: StackConfig, serve: NonNullable<StackConfig["serve
     const region = aws.config.requireRegion();
     const urls: Record<string, pulumi.Output<string>> = {};
     for (const service of serve.services) {
+        const deployment = env.deployments[service.name];
         urls[service.name] = new InferenceService(service.name, {
             cluster,
             service,
             target: serve.resolvedTargets[service.target],
-            image: env.deployments[service.name].ref,
+            image: deployment.ref,
+            images: deployment.containerImages,
+            registry: images.registry,
             clients: serve.clients,
             loadBalancer: serve.loadBalancer,
             region,
@@ -335,7 +389,17 @@ function serveSection(config: StackConfig, serve: NonNullable<StackConfig["serve
         Object.fromEntries(
             Object.entries(env.deployments).map(([service, d]) => [
                 service,
-                pulumi.all({ image: d.image, target: d.target, ref: d.ref, source: d.source, platform: d.platform, gpu: d.gpu, url: urls[service] }),
+                pulumi.all({
+                    image: d.image,
+                    target: d.target,
+                    ref: d.ref,
+                    source: d.source,
+                    platform: d.platform,
+                    gpu: d.gpu,
+                    url: urls[service],
+                    /** Every image the task runs (server, model-fetch, sidecars): CI tags these digests so lifecycle rules keep them. */
+                    images: d.images.map((i) => ({ container: i.container, ref: i.ref })),
+                }),
             ]),
         ),
     );

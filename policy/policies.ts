@@ -4,7 +4,11 @@
  * offline plan, and wrapped as a Pulumi policy pack (policy/index.ts) for
  * `pulumi preview --policy-pack policy`. Every policy is mandatory.
  */
-import { parseDigestRef } from "../components/shared/image-refs";
+import { parseImage } from "../components/registry/pullthrough";
+import { ALLOWED_IMAGE_LABEL } from "../components/serve/container-definitions";
+import { allowedEntryFor, refProblem, splitRef } from "../components/serve/images";
+import { ecrRepositoryArn } from "../components/serve/task-iam";
+import { ecrLocation } from "../components/shared/image-refs";
 import { BINDS_LABEL, ROLE_LABEL, SIDECAR_PORT_LABEL } from "../components/shared/labels";
 import { iamDocumentProblems } from "./iam-grammar";
 
@@ -39,7 +43,16 @@ export interface StackPolicy {
 
 /** Tag that marks a resource as public on purpose (an internet-facing endpoint a stack asked for). */
 export const PUBLIC_TAG = "ml-infra:public";
-export { SIDECAR_PORT_LABEL };
+export { ALLOWED_IMAGE_LABEL, SIDECAR_PORT_LABEL };
+
+/**
+ * Label of a docker-build Image listing (comma-separated, exact references)
+ * the base images it may be built from although they are not on its own
+ * registry: the build side writes it from `build.allowedBaseImages`.
+ */
+export const ALLOWED_BASES_LABEL = "ml-infra.allowed-bases";
+/** Build args that name an image a build starts from. */
+export const BASE_IMAGE_ARGS: readonly string[] = ["BASE_IMAGE", "RUNTIME_BASE_IMAGE", "BUILD_BASE_IMAGE"];
 
 // ------------------------------------------------------------------ helpers
 
@@ -56,6 +69,20 @@ function json(v: unknown): unknown {
         return JSON.parse(v) as unknown;
     } catch {
         return undefined;
+    }
+}
+
+/**
+ * Reads a value that may be unknown during `pulumi preview` (the policy SDK
+ * throws its UnknownValueError when one is touched): undefined then, so a
+ * policy checks everything that is known instead of giving up on the stack.
+ */
+function known<T>(read: () => T): T | undefined {
+    try {
+        return read();
+    } catch (error) {
+        if (error instanceof Error && error.constructor.name === "UnknownValueError") return undefined;
+        throw error;
     }
 }
 
@@ -136,6 +163,7 @@ const ecrReleaseRepos: ResourcePolicy = {
 interface ContainerDef {
     name?: string;
     image?: string;
+    logConfiguration?: { options?: Record<string, string> };
     essential?: boolean;
     portMappings?: unknown[];
     resourceRequirements?: Array<{ type?: string; value?: string }>;
@@ -149,11 +177,12 @@ function containersOf(r: PolicyResource): ContainerDef[] {
 
 const pinnedImages: ResourcePolicy = {
     name: "ecs-images-pinned",
-    description: "Every ECS container image is pinned by digest (repo@sha256:...).",
+    description: "Every ECS container image is pinned by a digest a build could have produced: registry/repository@sha256:<64 lower-case hex>, no tag, no placeholder (all zeros, long runs, repeated patterns).",
     check: (r) =>
-        containersOf(r)
-            .filter((c) => !parseDigestRef(str(c.image)))
-            .map((c) => `container ${str(c.name)} runs ${JSON.stringify(c.image)}, not a digest reference`),
+        containersOf(r).flatMap((c) => {
+            const problem = refProblem(str(c.image));
+            return problem ? [`container ${str(c.name)} runs ${JSON.stringify(c.image)}, which ${/^(is|names|must) /.test(problem) ? problem : `has a bad digest: ${problem}`}`] : [];
+        }),
 };
 
 const ECR_HOST = /\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\//;
@@ -168,6 +197,27 @@ const ecrCacheManifest: ResourcePolicy = {
             .filter((reg): reg is Obj => reg !== undefined && ECR_HOST.test(str(reg.ref)))
             .filter((reg) => !truthy(reg.imageManifest) || !truthy(reg.ociMediaTypes))
             .map((reg) => `cache export to ${str(reg.ref)} needs imageManifest: true and ociMediaTypes: true`);
+    },
+};
+
+const buildBasesOwnRegistry: ResourcePolicy = {
+    name: "build-bases-own-registry",
+    description: `A docker-build image starts from bases (build args ${BASE_IMAGE_ARGS.join(", ")}) on its own registry (its tags' host: the registry itself or its pull-through cache), unless its label ${ALLOWED_BASES_LABEL} lists the exact reference.`,
+    check: (r) => {
+        if (r.type !== "docker-build:index:Image") return [];
+        const tags = known(() => list(r.props.tags).map(str).filter(Boolean));
+        if (!tags || tags.length === 0) return [];
+        const host = parseImage(tags[0]).host;
+        const labels = known(() => (isObj(r.props.labels) ? str(r.props.labels[ALLOWED_BASES_LABEL]) : "")) ?? "";
+        const allowed = labels.split(",").map((x) => x.trim()).filter(Boolean);
+        const args = known(() => (isObj(r.props.buildArgs) ? r.props.buildArgs : {})) ?? {};
+        return BASE_IMAGE_ARGS.flatMap((arg) => {
+            const value = known(() => args[arg]);
+            if (typeof value !== "string" || value === "") return [];
+            const baseHost = parseImage(value).host;
+            if (baseHost === host || allowed.includes(value)) return [];
+            return [`build arg ${arg} = ${value} is on ${baseHost}, not the image's registry ${host}: pull it through the registry's pull-through cache, or list the exact reference in build.allowedBaseImages (label ${ALLOWED_BASES_LABEL})`];
+        });
     },
 };
 
@@ -348,6 +398,7 @@ export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
     encryptedVolumes,
     ecrReleaseRepos,
     pinnedImages,
+    buildBasesOwnRegistry,
     ecrCacheManifest,
     iamNoWildcards,
     iamGrammar,
@@ -451,7 +502,148 @@ const capacityMatchesTask: StackPolicy = {
     },
 };
 
-export const STACK_POLICIES: readonly StackPolicy[] = [noSidecarIngress, loadBalancedServer, capacityMatchesTask];
+/** Every container of every task definition, with what the registry policies need to know about it. */
+interface TaskContainer {
+    readonly task: PolicyResource;
+    readonly name: string;
+    readonly image: string;
+    /** The allow-list entry recorded on the container, if any. */
+    readonly allowedBy?: string;
+    /** The region its logs go to (the stack's region). */
+    readonly region?: string;
+}
+
+function taskContainers(resources: readonly PolicyResource[]): TaskContainer[] {
+    return resources.flatMap((task) =>
+        (known(() => containersOf(task)) ?? []).map((c) => {
+            const options = c.logConfiguration?.options ?? {};
+            return {
+                task,
+                name: str(c.name),
+                image: str(c.image),
+                allowedBy: c.dockerLabels?.[ALLOWED_IMAGE_LABEL],
+                region: options["awslogs-region"] ?? options.region,
+            };
+        }),
+    );
+}
+
+/** The value seen most often (ties: the first seen). */
+function mostCommon(values: readonly string[]): string | undefined {
+    const counts = new Map<string, number>();
+    for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+    let best: string | undefined;
+    for (const [v, n] of counts) if (best === undefined || n > (counts.get(best) ?? 0)) best = v;
+    return best;
+}
+
+const imagesOwnRegistry: StackPolicy = {
+    name: "ecs-images-own-registry",
+    description: `Every container image of every ECS task definition comes from one ECR registry for the whole stack, in the region the tasks run in, or from a repository serve.allowedImages admits on purpose (recorded on the container as the ${ALLOWED_IMAGE_LABEL} label).`,
+    check: (resources) => {
+        const out: Violation[] = [];
+        const say = (c: TaskContainer, message: string) => out.push({ policy: "ecs-images-own-registry", resource: c.task.urn, message: `container ${c.name} runs ${JSON.stringify(c.image)}: ${message}` });
+        const ours: Array<{ c: TaskContainer; host: string }> = [];
+        for (const c of taskContainers(resources)) {
+            const parts = splitRef(c.image);
+            if (!parts) continue; // ecs-images-pinned reports it
+            if (c.allowedBy !== undefined) {
+                if (allowedEntryFor(c.image, [c.allowedBy]) === undefined) say(c, `its allow-list label ${ALLOWED_IMAGE_LABEL}=${c.allowedBy} does not admit it`);
+                continue;
+            }
+            const location = ecrLocation(parts.host);
+            if (!location) {
+                say(c, `${parts.host} is not an ECR registry: environments deploy from their own registry, or from a repository serve.allowedImages admits`);
+                continue;
+            }
+            if (c.region !== undefined && location.region !== c.region) {
+                say(c, `its registry is in ${location.region}, the task runs in ${c.region}: environments deploy from their own registry`);
+                continue;
+            }
+            ours.push({ c, host: parts.host });
+        }
+        const host = mostCommon(ours.map((o) => o.host));
+        for (const o of ours) {
+            if (o.host !== host) say(o.c, `registry ${o.host} (account ${ecrLocation(o.host)?.account}) is not the one the stack's other images come from (${host}): one registry per stack`);
+        }
+        return out;
+    },
+};
+
+/** ECR actions that read images (what an execution role needs to pull). */
+const ECR_PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"];
+/** AWS-managed policies that let a role pull from every repository. */
+const BROAD_PULL_POLICIES = /:policy\/(service-role\/AmazonECSTaskExecutionRolePolicy|AmazonEC2ContainerRegistry(ReadOnly|PullOnly|PowerUser|FullAccess))$/;
+
+/** Does an IAM action pattern (`ecr:Batch*`, `*`) match one of the actions? */
+function actionMatches(pattern: string, actions: readonly string[]): boolean {
+    const re = new RegExp(`^${pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`, "i");
+    return actions.some((a) => re.test(a));
+}
+
+const executionRolePulls: StackPolicy = {
+    name: "ecs-execution-role-pulls-own-images",
+    description: "An ECS task definition's execution role may pull from ECR only the repositories of the images its task definitions run: no other repository, no \"*\", no AWS-managed policy that reads every repository.",
+    check: (resources) => {
+        const byUrn = new Map(resources.map((r) => [r.urn, r]));
+        // Execution role URN -> the repository ARNs its task definitions' images are in.
+        const allowed = new Map<string, Set<string>>();
+        for (const task of resources.filter((r) => r.type === TASK_DEFINITION)) {
+            const role = dependencyOf(task, "executionRoleArn", "aws:iam/role:Role", byUrn);
+            if (!role) continue;
+            const repos = allowed.get(role.urn) ?? new Set<string>();
+            for (const c of taskContainers([task])) {
+                const host = splitRef(c.image)?.host;
+                const location = host ? ecrLocation(host) : undefined;
+                const arn = location ? ecrRepositoryArn(c.image, location.partition) : undefined;
+                if (arn) repos.add(arn);
+            }
+            allowed.set(role.urn, repos);
+        }
+        const out: Violation[] = [];
+        const say = (r: PolicyResource, message: string) => out.push({ policy: "ecs-execution-role-pulls-own-images", resource: r.urn, message });
+        for (const r of resources) {
+            const roleUrn =
+                r.type === "aws:iam/role:Role" ? r.urn : ["aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"].includes(r.type) ? dependencyOf(r, "role", "aws:iam/role:Role", byUrn)?.urn : undefined;
+            const repos = roleUrn ? allowed.get(roleUrn) : undefined;
+            if (!repos) continue;
+            if (r.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment") {
+                const arn = known(() => str(r.props.policyArn)) ?? "";
+                if (BROAD_PULL_POLICIES.test(arn)) say(r, `attaches ${arn} to an execution role: it pulls from every repository; grant the task's repositories only`);
+                const managed = dependencyOf(r, "policyArn", "aws:iam/policy:Policy", byUrn);
+                if (managed) for (const m of pullProblems(managed, repos)) say(r, m);
+                continue;
+            }
+            for (const m of pullProblems(r, repos)) say(r, m);
+        }
+        return out;
+    },
+};
+
+/** What an identity policy of an execution role grants ECR pulls on beyond `repos`. */
+function pullProblems(r: PolicyResource, repos: ReadonlySet<string>): string[] {
+    const docs = known(() => policyDocuments(r)) ?? [];
+    const out: string[] = [];
+    for (const doc of docs) {
+        const statements = isObj(doc) ? (list(doc.Statement).filter(isObj) as Statement[]) : [];
+        for (const s of statements) {
+            if (s.Effect !== "Allow" || !list(s.Action).map(str).some((a) => actionMatches(a, ECR_PULL_ACTIONS))) continue;
+            if (s.NotResource !== undefined) out.push("pulls from ECR with NotResource: every repository but some");
+            for (const resource of list(s.Resource).map(str)) {
+                if (!repos.has(resource)) {
+                    out.push(
+                        resource.includes("*")
+                            ? `execution role may pull from ${resource}: name the task's repositories only`
+                            : `execution role may pull from ${resource}, which holds no image its task definitions run`,
+                    );
+                }
+            }
+        }
+    }
+    return out;
+}
+
+export const STACK_POLICIES: readonly StackPolicy[] = [noSidecarIngress, loadBalancedServer, capacityMatchesTask, imagesOwnRegistry, executionRolePulls];
 
 /** Runs every policy over a stack's resources. */
 export function runPolicies(resources: readonly PolicyResource[]): Violation[] {

@@ -27,6 +27,7 @@ import { parseDocument } from "yaml";
 import { z } from "zod";
 import { type PolicyResource, type Violation, runPolicies } from "../policy/policies";
 import { PROJECT_ROOT, callerCwd, displayPath, isStackName } from "./lib/cli-paths";
+import type { Change } from "./promote";
 import {
     type Evaluation,
     type ProgramLoader,
@@ -34,7 +35,9 @@ import {
     STACKS_DIR,
     evaluate,
     policyResourceOf,
+    promotedFromOutputs,
     referencedStackOutputs,
+    requiresPinned,
     stackReferencesOf,
     requireProgram,
 } from "./lib/mock-runtime";
@@ -58,6 +61,8 @@ export interface Plan {
     readonly resources: readonly PlanResource[];
     readonly outputs: unknown;
     readonly violations: readonly Violation[];
+    /** A requirePinned stack planned with --build-outputs: what promotion from them changed (in memory; the stack file is not written). */
+    readonly promoted?: { readonly changes: readonly Change[]; readonly report: readonly string[] };
 }
 
 /** JSON with object keys sorted at every level, so equal plans are equal text. */
@@ -125,8 +130,15 @@ function scrubber(ev: Evaluation, publicJson: string): (text: string) => string 
 export interface PlanOptions {
     /** Where stack files are (default: the project's stacks/). */
     readonly stacksDir?: string;
-    /** The build stack's outputs (`pulumi stack output --json`), instead of planning serve.buildStack's stack file. */
+    /**
+     * The build stack's outputs (`pulumi stack output --json`), instead of
+     * planning serve.buildStack's stack file. A stack that deploys pinned
+     * values only (serve.requirePinned) is planned as promotion from them
+     * would leave it (in memory: the file is not written).
+     */
     readonly buildOutputs?: Record<string, unknown>;
+    /** How the outputs are named in messages (the --build-outputs file). Default "build outputs". */
+    readonly buildOutputsName?: string;
 }
 
 /** Reads a stack file's `config:`; every error names the file. */
@@ -184,7 +196,16 @@ export async function plan(stack: string, configFile?: string, load: ProgramLoad
     const stacksDir = options.stacksDir ?? STACKS_DIR;
     if (!configFile && !isStackName(stack)) throw new Error(`--stack ${JSON.stringify(stack)} is not a stack name (letters, digits, "_", ".", "-")`);
     const file = configFile ? path.resolve(configFile) : path.join(stacksDir, `Pulumi.${stack}.yaml`);
-    const config = readStackFileConfig(file);
+    let config = readStackFileConfig(file);
+    // A pinned-only stack (staging, prod) with the build stack's outputs: plan it as promotion would leave it.
+    let promoted: Plan["promoted"];
+    if (options.buildOutputs && requiresPinned(config)) {
+        const p = await naming(`stack ${stack} (${displayPath(file)}) promoted from ${options.buildOutputsName ?? "build outputs"}`, async () =>
+            promotedFromOutputs(fs.readFileSync(file, "utf8"), options.buildOutputs as Record<string, unknown>, displayPath(file), options.buildOutputsName),
+        );
+        config = p.config;
+        promoted = { changes: p.result.changes, report: p.result.report };
+    }
     // The stacks it reads (runners, build), each from its own stack file (and only those), unless outputs are given.
     const given = options.buildOutputs ? { [buildStackOf(config)]: { outputs: options.buildOutputs } } : undefined;
     const stackOutputs = await naming(`stack ${stack} (${displayPath(file)})`, () =>
@@ -207,7 +228,16 @@ export async function plan(stack: string, configFile?: string, load: ProgramLoad
     const scrub = scrubber(ev, stableJson({ resources, outputs }));
     const policyInput: PolicyResource[] = ev.resources.map(policyResourceOf);
     const violations = runPolicies(policyInput).map((v) => ({ ...v, message: scrub(v.message), resource: scrub(v.resource) }));
-    return { stack, resources, outputs, violations };
+    return { stack, resources, outputs, violations, promoted };
+}
+
+/** What a plan "as promoted" says about the promotion it assumed. */
+export function renderPromotion(p: Plan, outputsName: string, file: string): string | undefined {
+    if (!p.promoted) return undefined;
+    return [
+        `planned as promoted: ${p.promoted.changes.length} value(s) as \`npm run promote -- --from-outputs ${outputsName} --to ${p.stack}\` would write them (in memory; ${file} is not written)`,
+        ...p.promoted.report.map((line) => `  ${line}`),
+    ].join("\n");
 }
 
 /** The resources as an indented tree (children under their component), then counts per type. */
@@ -413,7 +443,12 @@ export async function main(
     // Inputs are checked before the (slow) evaluation.
     const before = args.diff ? readPlanFile(resolve(args.diff), args.diff) : undefined;
     const buildOutputs = args["build-outputs"] ? readBuildOutputs(resolve(args["build-outputs"]), args["build-outputs"]) : undefined;
-    const p = await plan(args.stack as string, args.config ? resolve(args.config) : undefined, load, { buildOutputs });
+    const p = await plan(args.stack as string, args.config ? resolve(args.config) : undefined, load, { buildOutputs, buildOutputsName: args["build-outputs"] });
+    const promotion = renderPromotion(p, args["build-outputs"] ?? "", args.config ?? `stacks/Pulumi.${p.stack}.yaml`);
+    if (promotion) {
+        log(promotion);
+        log("");
+    }
     log(renderTree(p));
     log("");
     log(renderViolations(p.violations));

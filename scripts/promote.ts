@@ -22,12 +22,15 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type Node, type Pair, type Scalar, type YAMLMap, type YAMLSeq, isAlias, isMap, isScalar, isSeq, parse as parseYaml } from "yaml";
-import { builtRef, isDigestRef } from "../components/shared/image-refs";
-import { loadStackConfig } from "../components/stack-config";
+import { checkImageSlots, imageSlots, refProblem } from "../components/serve/images";
+import { MODEL_FETCH_KIND, SIDECAR_CATALOGUE, SIDECAR_KINDS, type SidecarKind } from "../components/serve/sidecars";
+import { builtRef } from "../components/shared/image-refs";
+import { formatKeyPath } from "../components/shared/problems";
+import { type StackConfig, loadStackConfig } from "../components/stack-config";
 import { PROJECT_ROOT, callerCwd, isStackName } from "./lib/cli-paths";
 import { withLock, writeFileAtomic } from "./lib/file-lock";
 import { cliValues } from "./lib/secure-config";
-import { type Edit, applyEdits, decodeUtf8, insertPair, parseForEdit, replaceScalar, sameData, scalarText } from "./lib/yaml-edit";
+import { type Edit, applyEdits, decodeUtf8, insertMapPair, insertPair, parseForEdit, replaceScalar, sameData, scalarText } from "./lib/yaml-edit";
 
 // ------------------------------------------------------------ what is promoted
 
@@ -62,15 +65,29 @@ export interface ServeMapValue {
     readonly scope: "serve-map";
     /** How reports name it (entries are `<label>.<key>`). */
     readonly label: string;
-    /** Keys inside the serve section leading to the map. */
+    /** Keys inside the serve section leading to the map (one key: the map is written directly under the section when the destination lacks it). */
     readonly path: readonly string[];
+    /** A destination without the map gets it after the first of these keys of the serve section it has (default: after its last key). */
+    readonly insertAfter?: readonly string[];
     readonly check?: (value: string) => string | undefined;
+    /**
+     * The entries the build stack's outputs have for a destination serve
+     * section, and why the others it needs are missing. Omitted: not promoted
+     * from outputs.
+     */
+    readonly fromOutputs?: (outputs: unknown, destServe: Record<string, unknown>, source: string) => { values: Record<string, string>; missing: Record<string, string> };
 }
 
 export type PromotedValue = ServiceValue | ServeMapValue;
 
 const record = (v: unknown): Record<string, unknown> | undefined =>
     typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+
+/** A reference that may be deployed: pinned by a digest a build could have produced (components/serve/images.ts). */
+const checkRef = (ref: string) => {
+    const problem = refProblem(ref);
+    return problem === undefined ? undefined : `${ref} ${/^(is|names|must) /.test(problem) ? problem : `has a bad digest: ${problem}`}`;
+};
 
 /** The digest a service deploys. */
 export const REF: ServiceValue = {
@@ -79,7 +96,7 @@ export const REF: ServiceValue = {
     path: ["ref"],
     insertAfter: "target",
     unset: "(followed the build stack)",
-    check: (ref) => (isDigestRef(ref) ? undefined : `${ref} is not pinned by digest`),
+    check: checkRef,
     missingInSource: (service, source) =>
         `service ${service} has no pinned ref in ${source} (it follows the build stack); promote from a pinned stack or from the build stack's outputs`,
     fromOutputs: (outputs, s, source) => {
@@ -89,24 +106,61 @@ export const REF: ServiceValue = {
     },
 };
 
-/** The S3 prefix a service's model comes from (not promoted yet: add it to PROMOTED_VALUES to carry models with images). */
-export const MODEL_PREFIX: ServiceValue = { scope: "service", label: "model.prefix", path: ["model", "prefix"] };
+/** The S3 prefix a service's model comes from: promoted from another stack with the images (the build stack's outputs have none). */
+export const MODEL_PREFIX: ServiceValue = {
+    scope: "service",
+    label: "model.prefix",
+    path: ["model", "prefix"],
+    check: (prefix) => (/^[A-Za-z0-9!_.'()=-]+(\/[A-Za-z0-9!_.'()=-]+)*$/.test(prefix) ? undefined : `model prefix ${JSON.stringify(prefix)} is not an S3 key path`),
+};
 
-/** Sidecar images per kind, pinned by digest (for `serve.sidecarImages`, once the serve schema has it). */
+/**
+ * The sidecar kinds a serve section (as written in a stack file) runs
+ * without an image of their own: model-sync for every model fetch, and the
+ * kind of every sidecar that sets no `image`; plus the kinds it pins already.
+ */
+export function sidecarKindsNeeded(serve: Record<string, unknown>): SidecarKind[] {
+    const kinds = new Set<string>(Object.keys(record(serve.sidecarImages) ?? {}));
+    const services = Array.isArray(serve.services) ? serve.services : [];
+    if (services.length > 0) kinds.add(MODEL_FETCH_KIND);
+    for (const s of services) {
+        for (const c of Array.isArray(record(s)?.sidecars) ? (record(s)?.sidecars as unknown[]) : []) {
+            const sidecar = record(c);
+            if (sidecar && sidecar.image === undefined && typeof sidecar.kind === "string") kinds.add(sidecar.kind);
+        }
+    }
+    return SIDECAR_KINDS.filter((k) => kinds.has(k));
+}
+
+/** Sidecar images per kind, pinned by digest (`serve.sidecarImages`); from the build stack's outputs: `images.<kind's image>.multiArch.ref`. */
 export const SIDECAR_IMAGES: ServeMapValue = {
     scope: "serve-map",
     label: "serve.sidecarImages",
     path: ["sidecarImages"],
-    check: (ref) => (isDigestRef(ref) ? undefined : `${ref} is not pinned by digest`),
+    insertAfter: ["requirePinned", "buildStack"],
+    check: checkRef,
+    fromOutputs: (outputs, destServe) => {
+        const images = record(record(outputs)?.images);
+        const values: Record<string, string> = {};
+        const missing: Record<string, string> = {};
+        for (const kind of sidecarKindsNeeded(destServe)) {
+            const image = SIDECAR_CATALOGUE[kind].buildImage;
+            const ref = record(record(images?.[image])?.multiArch)?.ref;
+            if (typeof ref === "string") values[kind] = ref;
+            else missing[kind] = `has no images.${image}.multiArch.ref (the build stack builds the ${kind} sidecar image as amd64 + arm64)`;
+        }
+        return { values, missing };
+    },
 };
 
 /**
- * What `npm run promote` copies. The engine handles any entry of the two
- * shapes above; to promote more, add MODEL_PREFIX, or SIDECAR_IMAGES once
- * `serve.sidecarImages` is in the config schema (the result is validated, so
- * a key the schema refuses is never written).
+ * What `npm run promote` copies: each service's server digest and model
+ * prefix, and the stack's sidecar images (model-sync: also the model fetch).
+ * The engine handles any entry of the two shapes above; the result is
+ * validated with the program's own config checks, so a value they refuse is
+ * never written.
  */
-export const PROMOTED_VALUES: readonly PromotedValue[] = [REF];
+export const PROMOTED_VALUES: readonly PromotedValue[] = [REF, MODEL_PREFIX, SIDECAR_IMAGES];
 
 // ------------------------------------------------------------------ results
 
@@ -204,7 +258,7 @@ function valueAt(root: unknown, keys: readonly string[]): unknown {
     return cur;
 }
 
-function setAt(root: Record<string, unknown>, keys: readonly (string | number)[], value: string): void {
+function setAt(root: Record<string, unknown>, keys: readonly (string | number)[], value: unknown): void {
     let cur: unknown = root;
     for (const k of keys.slice(0, -1)) cur = (cur as Record<string | number, unknown>)[k];
     (cur as Record<string | number, unknown>)[keys[keys.length - 1]] = value;
@@ -451,21 +505,51 @@ export function promote(source: Source, destText: string, project: string, optio
     }
 
     for (const v of mapValues) {
-        if (!src) continue;
-        const fromMap = record(valueAt(src.serve, v.path));
-        const destMapData = record(valueAt(dest.serveData, v.path));
         const keyPrefix = `${project}:serve.${v.path.join(".")}`;
+        let fromMap: Record<string, unknown> | undefined;
+        if (src) {
+            fromMap = record(valueAt(src.serve, v.path));
+        } else if (source.kind === "outputs" && v.fromOutputs) {
+            const read = v.fromOutputs(source.outputs, dest.serveData, source.name);
+            fromMap = Object.keys(read.values).length > 0 ? read.values : undefined;
+            for (const [key, why] of Object.entries(read.missing)) {
+                notInSource.push(`${v.label}.${key}`);
+                report.push(`${v.label}.${key}: ${source.name} ${why}; left as it is`);
+            }
+        } else continue;
+        const destMapData = record(valueAt(dest.serveData, v.path));
         if (!fromMap && !destMapData) continue;
         if (!fromMap) {
             for (const key of Object.keys(destMapData ?? {})) {
+                if (notInSource.includes(`${v.label}.${key}`)) continue;
                 notInSource.push(`${v.label}.${key}`);
                 report.push(`${v.label}.${key}: not in ${source.name}; left as it is`);
             }
             continue;
         }
+        for (const [key, value] of Object.entries(fromMap)) {
+            if (typeof value !== "string") throw new Error(`${source.name}: ${keyPrefix}.${key} is not a string`);
+            const problem = v.check?.(value);
+            if (problem) throw new Error(`${v.label}.${key} in ${source.name}: ${problem}`);
+        }
+        const entries = Object.entries(fromMap as Record<string, string>);
         if (!destMapData) {
-            notInDestination.push(v.label);
-            report.push(`${v.label}: only in ${source.name}, not in ${destName}; not promoted (add ${keyPrefix} to ${destName} by hand)`);
+            // The destination has no such map yet: write it, with every entry, where the table says.
+            if (v.path.length !== 1) {
+                notInDestination.push(v.label);
+                report.push(`${v.label}: only in ${source.name}, not in ${destName}; not promoted (add ${keyPrefix} to ${destName} by hand)`);
+                continue;
+            }
+            refuseAliasesAndAnchors(dest.steps, destName, v.label);
+            const sorted = [...entries].sort(([a], [b]) => a.localeCompare(b));
+            const after = (v.insertAfter ?? []).map((k) => pairOf(dest.serveNode, k)).find((p) => p !== undefined);
+            edits.push(insertMapPair(destText, dest.serveNode, v.path[0], sorted, after, `${destName}: ${keyPrefix}`));
+            setAt(expected, ["config", `${project}:serve`, ...v.path], Object.fromEntries(sorted));
+            for (const [key, value] of sorted) {
+                const name = `${v.label}.${key}`;
+                changes.push({ service: name, value: v.label, path: `${keyPrefix}.${key}`, from: undefined, to: value });
+                report.push(`${name}: (not set) -> ${value}`);
+            }
             continue;
         }
         const mapSteps: Step[] = [...dest.steps];
@@ -475,11 +559,8 @@ export function promote(source: Source, destText: string, project: string, optio
             mapNode = pair?.value;
             mapSteps.push({ node: mapNode as Node, key: `${project}:serve.${v.path.slice(0, i + 1).join(".")}` });
         }
-        for (const [key, value] of Object.entries(fromMap)) {
+        for (const [key, value] of entries) {
             const name = `${v.label}.${key}`;
-            if (typeof value !== "string") throw new Error(`${source.name}: ${keyPrefix}.${key} is not a string`);
-            const problem = v.check?.(value);
-            if (problem) throw new Error(`${name} in ${source.name}: ${problem}`);
             const current = destMapData[key];
             if (current === value) {
                 unchanged.push(name);
@@ -497,7 +578,7 @@ export function promote(source: Source, destText: string, project: string, optio
             report.push(`${name}: ${before ?? "(not set)"} -> ${value}`);
         }
         for (const key of Object.keys(destMapData)) {
-            if (key in fromMap) continue;
+            if (key in fromMap || notInSource.includes(`${v.label}.${key}`)) continue;
             notInSource.push(`${v.label}.${key}`);
             report.push(`${v.label}.${key}: not in ${source.name}; left as it is`);
         }
@@ -568,15 +649,28 @@ function readStackText(file: StackFile): string {
     }
 }
 
-/** Never write a file the program would refuse: the result goes through the program's own config loader. */
+/**
+ * Never write a file the program would refuse: the result goes through the
+ * program's own config loader, then the image checks the program runs before
+ * registering anything, with what promote knows (the stack's aws:region; the
+ * deploying account and the build stack's digests are checked by the program).
+ */
 function validate(text: string, project: string, stack: string, root: string, display: string): void {
     const file = record(parseYaml(text, { merge: true }));
     const config = record(file?.config) ?? {};
     const { values } = cliValues(config, project);
+    const refuse = (why: string) => new Error(`refusing to write ${display}: the result is not a valid stack config: ${why}`);
+    let loaded: StackConfig;
     try {
-        loadStackConfig(values, { project, stack, projectRoot: root, pathExists: fs.existsSync, region: values["aws:region"] });
+        loaded = loadStackConfig(values, { project, stack, projectRoot: root, pathExists: fs.existsSync, region: values["aws:region"] });
     } catch (error) {
-        throw new Error(`refusing to write ${display}: the result is not a valid stack config: ${(error as Error).message}`);
+        throw refuse((error as Error).message);
+    }
+    const serve = loaded.serve;
+    if (!serve) return;
+    const problems = checkImageSlots(imageSlots(serve, serve.resolvedTargets).slots, serve.allowedImages, { region: values["aws:region"] });
+    if (problems.length > 0) {
+        throw refuse(`\n  - ${problems.map((p) => `${formatKeyPath(project, ["serve", ...p.keys])} = ${JSON.stringify(p.value)}: ${p.message}`).join("\n  - ")}`);
     }
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../components/shared/problems";
-import { evaluateFailure, loadConfig, stackFileConfig, stackNames } from "./harness";
-import { DIGEST_A, PROJECT, validBuild, validServe } from "./fixtures";
+import { buildStackOutputs, evaluateFailure, loadConfig, requiresPinned, stackFileConfig, stackNames } from "./harness";
+import { DIGEST_A, PROJECT, promotedStack, refOf, sidecarImageOutputs, validBuild, validServe } from "./fixtures";
 
 type Json = Record<string, unknown>;
 
@@ -191,28 +191,84 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
         config: withServe((s) => (s.services[0].ref = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:latest")),
         key: "ml-infra:serve.services[0].ref",
         value: '"123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:latest"',
-        allowed: /must be pinned by digest: <registry>\/<repository>@sha256:<64 hex digits>, never a tag/,
+        allowed: /is a tag \(":latest"\), not pinned by digest \(a tag can move\): use <registry>\/<repository>@sha256:<64 hex digits>/,
     },
     {
         what: "tag plus digest deployed",
         config: withServe((s) => (s.services[0].ref = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference:v1@${DIGEST_A}`)),
         key: "ml-infra:serve.services[0].ref",
         value: ":v1@sha256",
-        allowed: /never a tag/,
+        allowed: /names a tag \(":v1"\) as well as a digest/,
     },
     {
         what: "pinned stack without a digest",
         config: withServe((s) => delete s.services[0].ref),
         key: "ml-infra:serve.services[0].ref",
         value: "(missing)",
-        allowed: /pinned digests only/,
+        allowed: /pinned digests only \(serve\.requirePinned\); promotion writes it: npm run promote -- --from-outputs build-outputs\.json --to <this stack>/,
+    },
+    {
+        what: "pinned stack without its model-fetch image",
+        config: withServe((s) => (s.sidecarImages = {})),
+        key: "ml-infra:serve.sidecarImages.model-sync",
+        value: "(missing)",
+        allowed: /every model-fetch runs the model-sync image and this stack deploys pinned digests only \(serve\.requirePinned\); promotion writes it/,
+    },
+    {
+        what: "pinned stack without a sidecar kind's image",
+        config: withServe((s) => (s.services[0].sidecars = [{ kind: "metrics-exporter" }])),
+        key: "ml-infra:serve.sidecarImages.metrics-exporter",
+        value: "(missing)",
+        allowed: /classifier runs the metrics-exporter sidecar and this stack deploys pinned digests only/,
     },
     {
         what: "digest of another image",
         config: withServe((s) => (s.services[0].ref = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/other@${DIGEST_A}`)),
         key: "ml-infra:serve.services[0].ref",
         value: "ml/other@",
-        allowed: /is not image "inference"/,
+        allowed: /repository "ml\/other" is not image "inference"/,
+    },
+    {
+        what: "a placeholder digest",
+        config: withServe((s) => (s.services[0].ref = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${"0".repeat(63)}1`)),
+        key: "ml-infra:serve.services[0].ref",
+        value: "ml/inference@sha256:000",
+        allowed: /has a run of 63 "0"s: a placeholder, not a digest a build produced/,
+    },
+    {
+        what: "a foreign registry",
+        config: withServe((s) => (s.services[0].ref = `ghcr.io/someone/inference@${DIGEST_A}`)),
+        key: "ml-infra:serve.services[0].ref",
+        value: '"ghcr.io/someone/inference@',
+        allowed: /ghcr\.io is not this stack's registry: an environment deploys only from its own ECR registry .* or list ghcr\.io\/someone\/inference in serve\.allowedImages/,
+    },
+    {
+        what: "a model sync image that is the server's digest",
+        config: withServe((s) => (s.sidecarImages = { "model-sync": `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/model-sync@${DIGEST_A}` })),
+        key: "ml-infra:serve.sidecarImages.model-sync",
+        value: "ml/model-sync@",
+        allowed: /is also inference\/cpu-avx2 \(serve\.services\[0\]\.ref, classifier\); one digest is one image x target or one sidecar kind/,
+    },
+    {
+        what: "an unknown sidecar kind in sidecarImages",
+        config: withServe((s) => (s.sidecarImages = { "model-sync": refOf("model-sync"), jupyter: refOf("jupyter") })),
+        key: "ml-infra:serve.sidecarImages.jupyter",
+        value: "ml/jupyter@",
+        allowed: /must be a sidecar kind: metrics-exporter, tensorboard, minio, model-sync, log-router/,
+    },
+    {
+        what: "a whole registry allow-listed",
+        config: withServe((s) => (s.allowedImages = ["ghcr.io/"])),
+        key: "ml-infra:serve.allowedImages[0]",
+        value: '"ghcr.io/"',
+        allowed: /allows a whole registry; name a repository or a namespace in it/,
+    },
+    {
+        what: "model.syncImage (removed)",
+        config: withServe((s) => (s.services[0].model = { bucket: "ml-models-123456789012", prefix: "p/1", syncImage: refOf("model-sync") })),
+        key: "ml-infra:serve.services[0].model.syncImage",
+        value: "ml/model-sync@",
+        allowed: /no longer used: the model-fetch init container runs the stack's model-sync image; pin it as serve\.sidecarImages\.model-sync/,
     },
     {
         what: "unknown target in an environment",
@@ -238,8 +294,21 @@ const BAD: ReadonlyArray<{ what: string; config: Json; key: string; value: strin
 ];
 
 describe("stack config validation", () => {
-    it("accepts every stack file under stacks/", () => {
-        for (const stack of stackNames()) expect(() => load(stackFileConfig(stack)), stack).not.toThrow();
+    it("accepts every stack file under stacks/ (a pinned-only one as promotion from the build stack's outputs leaves it)", async () => {
+        const outputs = { ...(await buildStackOutputs()) };
+        outputs.images = { ...sidecarImageOutputs(), ...(outputs.images as Record<string, unknown>) };
+        for (const stack of stackNames()) {
+            const config = requiresPinned(stackFileConfig(stack)) ? promotedStack(stack, outputs).config : stackFileConfig(stack);
+            expect(() => load(config), stack).not.toThrow();
+        }
+    });
+
+    it("refuses a shipped pinned-only stack until it is promoted: one error per missing value, each saying how", () => {
+        for (const stack of stackNames().filter((s) => requiresPinned(stackFileConfig(s)))) {
+            const problems = problemsOf(stackFileConfig(stack));
+            expect(problems.length, stack).toBeGreaterThan(0);
+            for (const p of problems) expect(p).toMatch(/^ml-infra:serve\.(services\[\d\]\.ref|sidecarImages\.[a-z-]+) = \(missing\): .*npm run promote -- --from-outputs build-outputs\.json --to <this stack>/);
+        }
     });
 
     it.each(BAD)("rejects $what naming the key, the value and what is allowed", ({ config, key, value, allowed }) => {

@@ -8,9 +8,9 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml, parseDocument } from "yaml";
 import { z } from "zod";
-import { type ContainerDefinition, buildContainerDefinitions, canonicalJson, serialiseContainerDefinitions, taskVolumes } from "../components/serve/container-definitions";
-import { AWS_CLI_IMAGE, MODEL_FETCH_CONTAINER, PLACEHOLDER_DIGEST_RE, SERVER_CONTAINER, SIDECAR_CATALOGUE, SIDECAR_KINDS } from "../components/serve/sidecars";
-import { ecrRepositoryArn, executionRolePolicy, secretResourceArn, taskRolePolicy } from "../components/serve/task-iam";
+import { ALLOWED_IMAGE_LABEL, type ContainerDefinition, buildContainerDefinitions, canonicalJson, serialiseContainerDefinitions, taskVolumes } from "../components/serve/container-definitions";
+import { MODEL_FETCH_CONTAINER, MODEL_FETCH_KIND, SERVER_CONTAINER, SIDECAR_CATALOGUE, SIDECAR_KINDS, resolveSidecar } from "../components/serve/sidecars";
+import { ecrRepositoryArn, executionRolePolicy, pullableRepositoryArns, secretResourceArn, taskRolePolicy } from "../components/serve/task-iam";
 import { BINDS_LABEL } from "../components/shared/labels";
 import { parseDigestRef } from "../components/shared/image-refs";
 import { name, strict } from "../components/shared/schema";
@@ -19,9 +19,13 @@ import { type ServiceFields, capacitySchema, clientsSchema, gpusFor, loadBalance
 import { describeInstanceType } from "../components/shared/instance-types";
 import { CATALOG, type HardwareTarget, resolveTarget } from "../components/shared/hardware";
 import { ROOT } from "./harness";
+import { REGISTRY, digestOf, refOf } from "./fixtures";
 
 const TARGET = (n: string): HardwareTarget => resolveTarget(n, CATALOG[n]);
-const REF = `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${"a".repeat(64)}`;
+const REF = refOf("inference", "server");
+const MODEL_SYNC = refOf("model-sync");
+/** A public image a stack allows on purpose (serve.allowedImages). */
+const PUBLIC_CLI = `public.ecr.aws/aws-cli/aws-cli@${digestOf("aws-cli")}`;
 const SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ml/minio-AbCdEf";
 
 function service(fields: Record<string, unknown> = {}): ServiceFields {
@@ -36,8 +40,23 @@ const ALL_SIDECARS = [
     { kind: "log-router" },
 ];
 
-function defs(fields: Record<string, unknown> = {}, gpus = 0): ContainerDefinition[] {
-    return buildContainerDefinitions(service(fields), { service: "classifier", image: REF, gpus, logGroupName: "/ecs/ml-infra-dev/classifier", region: "us-east-1" });
+/** Each sidecar's image: the stack's image of its kind (as the environment resolves it). */
+function sidecarImagesOf(svc: ServiceFields): Record<string, string> {
+    return Object.fromEntries(svc.sidecars.map(resolveSidecar).map((s) => [s.name, s.image ?? refOf(SIDECAR_CATALOGUE[s.kind].buildImage)]));
+}
+
+function defs(fields: Record<string, unknown> = {}, gpus = 0, allowedImages?: readonly string[]): ContainerDefinition[] {
+    const svc = service(fields);
+    return buildContainerDefinitions(svc, {
+        service: "classifier",
+        image: REF,
+        modelFetchImage: MODEL_SYNC,
+        sidecarImages: sidecarImagesOf(svc),
+        allowedImages,
+        gpus,
+        logGroupName: "/ecs/ml-infra-dev/classifier",
+        region: "us-east-1",
+    });
 }
 
 const byName = (list: ContainerDefinition[], n: string) => {
@@ -57,8 +76,25 @@ describe("container definitions", () => {
         expect(withPorts[0].portMappings).toEqual([{ containerPort: 8080, hostPort: 8080, protocol: "tcp" }]);
     });
 
-    it("pin every image by digest", () => {
+    it("pin every image by digest: the server's, the model fetch's (the model-sync image) and each sidecar's own", () => {
         for (const c of all) expect(parseDigestRef(c.image), c.name).toBeDefined();
+        expect(byName(all, MODEL_FETCH_CONTAINER).image).toBe(MODEL_SYNC);
+        for (const kind of SIDECAR_KINDS) expect(byName(all, kind).image).toBe(refOf(SIDECAR_CATALOGUE[kind].buildImage));
+        // The model-sync sidecar runs the same image as the model fetch.
+        expect(byName(all, "model-sync").image).toBe(byName(all, MODEL_FETCH_CONTAINER).image);
+    });
+
+    it("refuse a sidecar the environment resolved no image for", () => {
+        const svc = service({ sidecars: [{ kind: "tensorboard" }] });
+        expect(() =>
+            buildContainerDefinitions(svc, { service: "x", image: REF, modelFetchImage: MODEL_SYNC, sidecarImages: {}, gpus: 0, logGroupName: "/ecs/x", region: "us-east-1" }),
+        ).toThrow(/sidecar tensorboard \(tensorboard\) has no image/);
+    });
+
+    it("label a container whose image serve.allowedImages admits with the entry, and no other", () => {
+        const withPublic = defs({ sidecars: [{ kind: "tensorboard", image: PUBLIC_CLI }] }, 0, ["public.ecr.aws/aws-cli/"]);
+        expect(byName(withPublic, "tensorboard").dockerLabels[ALLOWED_IMAGE_LABEL]).toBe("public.ecr.aws/aws-cli/");
+        for (const c of withPublic.filter((x) => x.name !== "tensorboard")) expect(c.dockerLabels[ALLOWED_IMAGE_LABEL], c.name).toBeUndefined();
     });
 
     it("make only the server essential", () => {
@@ -94,7 +130,7 @@ describe("container definitions", () => {
 
     it("copy the model prefix into the shared volume, read-only for the server", () => {
         const fetch = byName(all, MODEL_FETCH_CONTAINER);
-        expect(fetch.image).toBe(AWS_CLI_IMAGE);
+        expect(fetch.image).toBe(MODEL_SYNC);
         expect(fetch.command).toEqual(["s3", "sync", "s3://ml-models-123456789012/classifier/2026-11-01/", "/models/", "--only-show-errors", "--no-progress"]);
         expect(fetch.mountPoints).toEqual([{ sourceVolume: "model", containerPath: "/models", readOnly: false }]);
         expect(fetch.environment).toContainEqual({ name: "AWS_REGION", value: "us-east-1" });
@@ -206,17 +242,17 @@ describe("serialised container definitions", () => {
 // ------------------------------------------------------------------ catalogue
 
 describe("sidecar catalogue", () => {
-    it.each(SIDECAR_KINDS)("%s has an image pinned by digest", (kind) => {
-        expect(parseDigestRef(SIDECAR_CATALOGUE[kind].image)).toBeDefined();
+    it.each(SIDECAR_KINDS)("%s names the build-stack image that provides it (its own name), and no image of its own", (kind) => {
+        expect(SIDECAR_CATALOGUE[kind].buildImage).toBe(kind);
+        expect(Object.values(SIDECAR_CATALOGUE[kind]).filter((v) => typeof v === "string" && v.includes("@sha256:"))).toEqual([]);
+    });
+
+    it("runs the model fetch on the model-sync image", () => {
+        expect(MODEL_FETCH_KIND).toBe("model-sync");
     });
 
     it("binds nothing on the default server port", () => {
         for (const kind of SIDECAR_KINDS) expect(SIDECAR_CATALOGUE[kind].ports(SIDECAR_CATALOGUE[kind].defaultPort), kind).not.toContain(8080);
-    });
-
-    it("marks placeholder digests so a deploy can warn about them", () => {
-        expect(PLACEHOLDER_DIGEST_RE.test(AWS_CLI_IMAGE)).toBe(true);
-        expect(PLACEHOLDER_DIGEST_RE.test(REF)).toBe(false);
     });
 });
 
@@ -252,26 +288,38 @@ describe("task role policy", () => {
 });
 
 describe("execution role policy", () => {
-    it("pulls private ECR repositories of the task only, and writes to its log group", () => {
-        const policy = executionRolePolicy({
-            partition: "aws",
-            images: [REF, AWS_CLI_IMAGE, REF],
-            logGroupArn: "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/x",
-            secrets: [],
-        });
+    const LOGS = "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/x";
+    const OTHER_ACCOUNT = `210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${digestOf("other")}`;
+
+    it("pulls the task's repositories in the stack's registry only, and writes to its log group", () => {
+        const policy = executionRolePolicy({ partition: "aws", images: [REF, MODEL_SYNC, REF], registryHost: REGISTRY, logGroupArn: LOGS, secrets: [] });
         const pull = policy.Statement.find((s) => s.Sid === "PullTaskImages");
-        expect(pull?.Resource).toEqual(["arn:aws:ecr:us-east-1:123456789012:repository/ml/inference"]);
-        expect(policy.Statement.find((s) => s.Sid === "WriteTaskLogs")?.Resource).toEqual([
-            "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/x",
-            "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/x:*",
-        ]);
+        expect(pull?.Resource).toEqual(["arn:aws:ecr:us-east-1:123456789012:repository/ml/inference", "arn:aws:ecr:us-east-1:123456789012:repository/ml/model-sync"]);
+        expect(policy.Statement.find((s) => s.Sid === "WriteTaskLogs")?.Resource).toEqual([LOGS, `${LOGS}:*`]);
         expect(policy.Statement.some((s) => [s.Action].flat().some((a) => a.startsWith("secretsmanager:")))).toBe(false);
+    });
+
+    it("never grants a foreign repository because an image named it: another account's ECR, a public registry", () => {
+        const policy = executionRolePolicy({ partition: "aws", images: [REF, OTHER_ACCOUNT, PUBLIC_CLI], registryHost: REGISTRY, logGroupArn: LOGS, secrets: [] });
+        expect(policy.Statement.find((s) => s.Sid === "PullTaskImages")?.Resource).toEqual(["arn:aws:ecr:us-east-1:123456789012:repository/ml/inference"]);
+        expect(pullableRepositoryArns([OTHER_ACCOUNT, PUBLIC_CLI], REGISTRY, [], "aws")).toEqual([]);
+    });
+
+    it("grants an allow-listed ECR repository the task runs, and nothing for an allow-listed public one", () => {
+        const allowed = ["210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference", "public.ecr.aws/aws-cli/"];
+        expect(pullableRepositoryArns([REF, OTHER_ACCOUNT, PUBLIC_CLI], REGISTRY, allowed, "aws")).toEqual([
+            "arn:aws:ecr:us-east-1:123456789012:repository/ml/inference",
+            "arn:aws:ecr:us-east-1:210987654321:repository/ml/inference",
+        ]);
+        // Allow-listed but not run by the task: no grant.
+        expect(pullableRepositoryArns([REF], REGISTRY, allowed, "aws")).toEqual(["arn:aws:ecr:us-east-1:123456789012:repository/ml/inference"]);
     });
 
     it("reads exactly the secrets the task injects", () => {
         const policy = executionRolePolicy({
             partition: "aws",
-            images: [AWS_CLI_IMAGE],
+            images: [PUBLIC_CLI],
+            registryHost: REGISTRY,
             logGroupArn: "arn:aws:logs:us-east-1:1:log-group:x",
             secrets: [`${SECRET}:user::`, `${SECRET}:password::`, "arn:aws:ssm:us-east-1:123456789012:parameter/ml/token"],
         });
@@ -282,9 +330,9 @@ describe("execution role policy", () => {
 
     it.each([
         [REF, "arn:aws:ecr:us-east-1:123456789012:repository/ml/inference"],
-        [`210987654321.dkr.ecr.eu-west-1.amazonaws.com/ecr-public/x/y@sha256:${"b".repeat(64)}`, "arn:aws:ecr:eu-west-1:210987654321:repository/ecr-public/x/y"],
-        [AWS_CLI_IMAGE, undefined],
-        [`docker.io/tensorflow/tensorflow@sha256:${"c".repeat(64)}`, undefined],
+        [`210987654321.dkr.ecr.eu-west-1.amazonaws.com/ecr-public/x/y@${digestOf("y")}`, "arn:aws:ecr:eu-west-1:210987654321:repository/ecr-public/x/y"],
+        [PUBLIC_CLI, undefined],
+        [`docker.io/tensorflow/tensorflow@${digestOf("tf")}`, undefined],
     ])("ecrRepositoryArn(%s)", (image, arn) => {
         expect(ecrRepositoryArn(image, "aws")).toBe(arn);
     });
@@ -340,7 +388,7 @@ describe("serving config schema", () => {
         ["a model prefix with a wildcard", { model: { bucket: "b-models", prefix: "m/*" } }, ["model", "prefix"]],
         ["a model prefix with ..", { model: { bucket: "b-models", prefix: "m/../other" } }, ["model", "prefix"]],
         ["a model prefix with a leading slash", { model: { bucket: "b-models", prefix: "/m" } }, ["model", "prefix"]],
-        ["a sidecar image by tag", { sidecars: [{ kind: "tensorboard", image: "docker.io/tensorflow/tensorflow:2.17.0" }] }, ["sidecars", 0, "image"]],
+        ["model.syncImage (removed: the model fetch runs serve.sidecarImages.model-sync)", { model: { bucket: "b-models", prefix: "m", syncImage: MODEL_SYNC } }, ["model", "syncImage"]],
         ["an unknown sidecar kind", { sidecars: [{ kind: "jupyter" }] }, ["sidecars", 0, "kind"]],
         ["a sidecar port below 1024", { sidecars: [{ kind: "tensorboard", port: 80 }] }, ["sidecars", 0, "port"]],
         ["a secret that is not an ARN", { sidecars: [{ kind: "minio", secrets: { MINIO_ROOT_USER: "admin" } }] }, ["sidecars", 0, "secrets", "MINIO_ROOT_USER"]],
@@ -487,6 +535,8 @@ describe("instance types and CUDA compatibility", () => {
 const integratedServe = strict({
     buildStack: z.string().optional(),
     requirePinned: z.boolean().default(false),
+    sidecarImages: z.record(z.string(), z.string()).optional(),
+    allowedImages: z.array(z.string()).optional(),
     targets: z.record(z.string(), z.unknown()).optional(),
     services: z.array(strict({ name: name("service name"), image: name("image name"), target: z.string(), ref: z.string().optional(), ...serviceShape })).min(1),
     capacity: capacitySchema,

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
-import { SERVER_CONTAINER } from "../components/serve/sidecars";
+import { SERVER_CONTAINER, SIDECAR_CATALOGUE, SIDECAR_KINDS, resolveSidecar } from "../components/serve/sidecars";
 import { type PolicyDocument } from "../components/shared/iam";
 import { BINDS_LABEL, SIDECAR_PORT_LABEL } from "../components/shared/labels";
 import { capacityProviderName, deploymentPercents, ecsAgentConfig, ecsAmiParameter, ecsUserData, peerSuffix } from "../components/serve/ecs";
@@ -31,6 +31,7 @@ import {
     configProblems,
 } from "./harness";
 import { SIDECAR_PORT_LABEL as POLICY_SIDECAR_PORT_LABEL, runPolicies } from "../policy/policies";
+import { digestOf, refOf, sidecarImageOutputs } from "./fixtures";
 
 // ------------------------------------------------------------------ fixtures
 
@@ -93,11 +94,23 @@ const CASES: readonly Case[] = [
 
 const serviceName = (c: Case) => `svc-${c.target}`;
 
+/** The stack's image of each sidecar kind (and of the model fetch: model-sync). */
+const KIND_IMAGES: Readonly<Record<string, string>> = Object.fromEntries(SIDECAR_KINDS.map((k) => [k, refOf(SIDECAR_CATALOGUE[k].buildImage, `kind/${k}`)]));
+
+/** Each sidecar's image by name, as the environment resolves it. */
+function sidecarImagesOf(fields: Record<string, unknown>): Record<string, string> {
+    const sidecars = serviceFieldsSchema.parse({ model: { bucket: "ml-models-1", prefix: "m" }, ...fields }).sidecars.map(resolveSidecar);
+    return Object.fromEntries(sidecars.map((s) => [s.name, s.image ?? KIND_IMAGES[s.kind]]));
+}
+
 interface DeployOptions {
     readonly capacity?: unknown;
     readonly clients?: unknown;
     readonly loadBalancer?: unknown;
     readonly image?: (c: Case) => pulumi.Input<string>;
+    /** Images of the model fetch and the sidecars by name. Default: the stack's image of each kind. */
+    readonly images?: (c: Case) => { modelFetch: string; sidecars: Record<string, string> };
+    readonly allowedImages?: readonly string[];
     readonly fields?: (c: Case) => Record<string, unknown>;
     readonly protectData?: boolean;
 }
@@ -123,6 +136,8 @@ function program(cases: readonly Case[], options: DeployOptions = {}) {
                     service: serviceFieldsSchema.parse({ model: model(c), ...c.fields, ...options.fields?.(c) }),
                     target: target(c.target),
                     image: options.image ? options.image(c) : pulumi.output(ref(c.target)),
+                    images: options.images?.(c) ?? { modelFetch: KIND_IMAGES["model-sync"], sidecars: sidecarImagesOf({ ...c.fields, ...options.fields?.(c) }) },
+                    registry: { host: REGISTRY_HOST, allowedImages: options.allowedImages ?? [] },
                     clients: clientsSchema.parse(options.clients ?? { securityGroupIds: [CLIENT_SG], cidrs: [CLIENT_CIDR] }),
                     loadBalancer: loadBalancerSchema.parse(options.loadBalancer ?? {}),
                     region: REGION,
@@ -142,6 +157,7 @@ function serveConfig(cases: readonly Case[], options: DeployOptions = {}): Recor
         "ml-infra:network": { availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" },
         "ml-infra:serve": {
             requirePinned: true,
+            sidecarImages: KIND_IMAGES,
             capacity: options.capacity ?? {},
             clients: options.clients ?? { cidrs: [CLIENT_CIDR] },
             services: cases.map((c) => ({
@@ -327,7 +343,17 @@ describe("the policy pack catches a serving graph gone wrong", () => {
         ["a sidecar bound to every interface", T.taskDefinition, td, edit((l) => (l[2].dockerLabels = { ...l[2].dockerLabels, [BINDS_LABEL]: "0.0.0.0:6006" })), /ecs-sidecars-private.*binds 0\.0\.0\.0:6006, not 127\.0\.0\.1/],
         ["a load balancer reaching a sidecar", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { loadBalancers: [{ containerName: "tensorboard", containerPort: 6006 }] }), /ecs-load-balanced-server.*container server has port mappings but is not the load-balanced container/],
         ["an inline ingress rule", T.securityGroup, `${serviceName(gpu)}-alb-sg`, (i: Record<string, unknown>) => Object.assign(i, { ingress: [{ protocol: "tcp", fromPort: 80, toPort: 80, cidrBlocks: [CLIENT_CIDR] }] }), /security-group-rules-standalone.*inline ingress/],
-        ["an image by tag", T.taskDefinition, td, edit((l) => (l[0].image = `${REGISTRY_HOST}/ml/inference:latest`)), /ecs-images-pinned.*not a digest reference/],
+        ["an image by tag", T.taskDefinition, td, edit((l) => (l[0].image = `${REGISTRY_HOST}/ml/inference:latest`)), /ecs-images-pinned.*is a tag \(":latest"\), not pinned by digest/],
+        ["a placeholder digest", T.taskDefinition, td, edit((l) => (l[1].image = `${REGISTRY_HOST}/ml/model-sync@sha256:${"0".repeat(63)}1`)), /ecs-images-pinned.*a placeholder, not a digest a build produced/],
+        ["a sidecar from a foreign registry", T.taskDefinition, td, edit((l) => (l[2].image = `ghcr.io/someone/otel@${digestOf("otel")}`)), /ecs-images-own-registry.*ghcr\.io is not an ECR registry/],
+        ["a server from another account's ECR", T.taskDefinition, td, edit((l) => (l[0].image = `210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${digestOf("x")}`)), /ecs-images-own-registry.*registry 210987654321\.dkr\.ecr\.us-east-1\.amazonaws\.com \(account 210987654321\) is not the one the stack's other images come from/],
+        ["an allow-list label that does not admit the image", T.taskDefinition, td, edit((l) => (l[2].dockerLabels = { ...l[2].dockerLabels, "ml-infra.allowed-image": "public.ecr.aws/other/" })), /ecs-images-own-registry.*does not admit it/],
+        ["an execution role granted a foreign repository", T.rolePolicy, `${serviceName(gpu)}-execution-policy`, (i: Record<string, unknown>) => {
+            const doc = JSON.parse(String(i.policy)) as { Statement: Array<{ Sid?: string; Resource: string[] }> };
+            const pull = doc.Statement.find((x) => x.Sid === "PullTaskImages");
+            if (pull) pull.Resource.push("arn:aws:ecr:us-east-1:210987654321:repository/someone/tool");
+            i.policy = JSON.stringify(doc);
+        }, /ecs-execution-role-pulls-own-images.*may pull from arn:aws:ecr:us-east-1:210987654321:repository\/someone\/tool, which holds no image its task definitions run/],
         ["a GPU task on CPU capacity", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /ecs-capacity-matches-task.*requests a GPU but runs on ml-infra-dev-cpu/],
         ["an arm64 task on x86 capacity", T.service, `${serviceName(CASES[1])}-service`, (i: Record<string, unknown>) => Object.assign(i, { capacityProviderStrategies: [{ capacityProvider: capacityProviderName(CLUSTER, "cpu") }] }), /ecs-capacity-matches-task.*runtimePlatform ARM64 but runs on ml-infra-dev-cpu/],
         ["a public task IP", T.service, `${serviceName(gpu)}-service`, (i: Record<string, unknown>) => Object.assign(i, { networkConfiguration: { assignPublicIp: true } }), /no-public-ip.*assigns public IPs/],
@@ -540,18 +566,66 @@ describe("refusals", () => {
             false,
         );
         const messages = await refusal(async () => program([CASES[2]], { image: () => tagged })());
-        expect(messages[0]).toMatch(/image ".*:latest" is not pinned by digest/);
+        expect(messages[0]).toMatch(/server: image ".*:latest": is a tag \(":latest"\), not pinned by digest/);
         // The cluster before it was registered (so counting works); nothing of the service was.
         expect(registered.filter((n) => n.startsWith("serving-")).length).toBeGreaterThan(0);
         expect(registered.filter((n) => n.startsWith(`${serviceName(CASES[2])}-`))).toEqual([]);
     });
 
     it("fails the deployment when the environment's reference resolves to a tag", async () => {
-        const tagged = pulumi.output(`${REGISTRY_HOST}/ml/inference:v1@sha256:${"a".repeat(64)}`);
+        const tagged = pulumi.output(`${REGISTRY_HOST}/ml/inference:v1@${digestOf("v1")}`);
         // The program returns the container definitions, so the refusal surfaces as the run's error.
         const messages = await refusal(() => runUnderMocks("dev", {}, program([CASES[0]], { image: () => tagged })));
         expect(messages.length).toBeGreaterThan(0);
-        for (const m of messages) expect(m).toMatch(/svc-cuda12: image ".*:v1@sha256:a+" is not pinned by digest/);
+        for (const m of messages) expect(m).toMatch(/svc-cuda12: server image ".*:v1@sha256:[a-f0-9]{64}": names a tag \(":v1"\) as well as a digest/);
+    });
+
+    it("fails the deployment when the server's reference resolves to another account's registry", async () => {
+        const foreign = pulumi.output(`210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${digestOf("foreign")}`);
+        const messages = await refusal(() => runUnderMocks("dev", {}, program([CASES[2]], { image: () => foreign })));
+        expect(messages.length).toBeGreaterThan(0);
+        for (const m of messages) expect(m).toMatch(/svc-cpu-avx2: server image "210987654321\.dkr\.ecr.*" is not in the stack's registry 123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com nor allowed by serve\.allowedImages/);
+    });
+
+    it.each([
+        ["a sidecar image from a foreign registry", { modelFetch: KIND_IMAGES["model-sync"], sidecars: { "metrics-exporter": `ghcr.io/someone/otel@${digestOf("otel")}` } }, /metrics-exporter: image "ghcr\.io\/someone\/otel@.*" is not in the stack's registry/],
+        ["a placeholder model-fetch image", { modelFetch: `public.ecr.aws/aws-cli/aws-cli@sha256:${"0".repeat(63)}1`, sidecars: { "metrics-exporter": KIND_IMAGES["metrics-exporter"] } }, /model-fetch: image .*: digest sha256:000000000000… has a run of 63 "0"s: a placeholder/],
+        ["a sidecar without an image", { modelFetch: KIND_IMAGES["model-sync"], sidecars: {} }, /metrics-exporter: has no image/],
+    ])("refuses %s before registering anything of the service", async (_what, images, message) => {
+        const registered: string[] = [];
+        await pulumi.runtime.setMocks(
+            {
+                newResource: (a) => {
+                    registered.push(a.name);
+                    return { id: `${a.name}-id`, state: a.inputs as Record<string, unknown> };
+                },
+                call: (a) => a.inputs as Record<string, unknown>,
+            },
+            "ml-infra",
+            "dev",
+            false,
+        );
+        const messages = await refusal(async () => program([CASES[2]], { fields: () => ({ sidecars: [{ kind: "metrics-exporter" }] }), images: () => images })());
+        expect(messages[0]).toMatch(message);
+        expect(registered.filter((n) => n.startsWith(`${serviceName(CASES[2])}-`))).toEqual([]);
+    });
+
+    it("runs an allow-listed image and records the entry on its container, which the policy pack accepts", async () => {
+        const otel = `public.ecr.aws/aws-observability/aws-otel-collector@${digestOf("otel")}`;
+        const allowed = await deploy([CASES[2]], {
+            fields: () => ({ sidecars: [{ kind: "metrics-exporter", image: otel }] }),
+            allowedImages: ["public.ecr.aws/aws-observability/"],
+        });
+        const exporter = containersOf(only(allowed.ofType(T.taskDefinition), "td")).find((x) => x.name === "metrics-exporter");
+        expect(exporter?.image).toBe(otel);
+        expect(exporter?.dockerLabels?.["ml-infra.allowed-image"]).toBe("public.ecr.aws/aws-observability/");
+        expect(policyViolations(allowed)).toEqual([]);
+        // The execution role pulls the task's own repositories only: nothing for a public one.
+        const policy = JSON.parse(String(only(allowed.ofType(T.rolePolicy).filter((r) => r.name.endsWith("-execution-policy")), "policy").inputs.policy)) as PolicyDocument;
+        expect(policy.Statement.find((s) => s.Sid === "PullTaskImages")?.Resource).toEqual([
+            `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/ml/inference`,
+            `arn:aws:ecr:${REGION}:${ACCOUNT}:repository/ml/model-sync`,
+        ]);
     });
 
     it.each([
@@ -577,6 +651,8 @@ describe("refusals", () => {
                     service: serviceFieldsSchema.parse({ model: model(CASES[0]) }),
                     target: target("cuda12"),
                     image: ref("x"),
+                    images: { modelFetch: KIND_IMAGES["model-sync"], sidecars: {} },
+                    registry: { host: REGISTRY_HOST, allowedImages: [] },
                     clients: clientsSchema.parse({ cidrs: [CLIENT_CIDR] }),
                     loadBalancer: loadBalancerSchema.parse({}),
                     region: REGION,
@@ -652,15 +728,16 @@ describe("ECS agent user data", () => {
 
 const ENV_STACKS = stackNames().filter((s) => "ml-infra:serve" in stackFileConfig(s));
 
-/** What the build stack would export for every image × target an environment follows. */
+/** What the build stack would export for every image × target an environment runs, and every sidecar image. */
 function buildOutputsFor(stack: string): Record<string, unknown> {
     const serve = stackFileConfig(stack)["ml-infra:serve"] as { services: Array<{ image: string; target: string }> };
-    const images: Record<string, { targets: Record<string, { ref: string }> }> = {};
+    const images: Record<string, unknown> = sidecarImageOutputs();
+    const servers: Record<string, { repository: string; targets: Record<string, { ref: string }> }> = {};
     for (const s of serve.services) {
-        images[s.image] ??= { targets: {} };
-        images[s.image].targets[s.target] = { ref: ref(`${s.image}/${s.target}`) };
+        servers[s.image] ??= { repository: `${REGISTRY_HOST}/ml/${s.image}`, targets: {} };
+        servers[s.image].targets[s.target] = { ref: ref(`${s.image}/${s.target}`) };
     }
-    return { images };
+    return { images: { ...images, ...servers } };
 }
 
 describe("every environment stack", () => {
@@ -668,7 +745,7 @@ describe("every environment stack", () => {
         expect(ENV_STACKS).toEqual(expect.arrayContaining(["dev", "staging", "prod"]));
     });
 
-    it.each(ENV_STACKS)("%s: one InferenceService per service, and every serving invariant holds", async (stack) => {
+    it.each(ENV_STACKS)("%s: one InferenceService per service, and every serving invariant holds (a pinned-only stack as promoted from the build stack's outputs)", async (stack) => {
         const stackEv = await evaluate(stack, { buildOutputs: buildOutputsFor(stack) });
         const serve = stackFileConfig(stack)["ml-infra:serve"] as { services: Array<{ name: string }> };
         expect(stackEv.ofType(T.inferenceService).map((r) => r.name).sort()).toEqual(serve.services.map((s) => s.name).sort());

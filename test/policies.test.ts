@@ -3,8 +3,8 @@ import { describe, expect, it } from "vitest";
 import type { ResourceValidationPolicy, StackValidationPolicy } from "@pulumi/policy";
 import { policyPackArgs } from "../policy/pack";
 import { BINDS_LABEL, ROLE_LABEL } from "../components/shared/labels";
-import { PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
-import { DIGEST_A } from "./fixtures";
+import { ALLOWED_BASES_LABEL, ALLOWED_IMAGE_LABEL, PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
+import { DIGEST_A, digestOf } from "./fixtures";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 let n = 0;
@@ -24,6 +24,91 @@ const goodLaunchTemplate = {
 const taskDef = (containers: unknown[]) => res("aws:ecs/taskDefinition:TaskDefinition", { containerDefinitions: JSON.stringify(containers) });
 const iamPolicy = (statements: unknown[]) => res("aws:iam/policy:Policy", { policy: JSON.stringify({ Version: "2012-10-17", Statement: statements }) });
 const ingress = (props: Record<string, unknown>) => res("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", { ipProtocol: "tcp", ...props });
+const buildImage = (buildArgs: Record<string, string>, props: Record<string, unknown> = {}) =>
+    res("docker-build:index:Image", { tags: [`${HOST}/ml/inference:cpu-avx2.0123456789abcdef`], buildArgs, ...props });
+
+// ------------------------------------------------------------------ stack policies
+
+const OTHER_ACCOUNT = "210987654321.dkr.ecr.us-east-1.amazonaws.com";
+const linked = (r: PolicyResource, deps: Record<string, PolicyResource[]>): PolicyResource => ({
+    ...r,
+    propertyDependencies: Object.fromEntries(Object.entries(deps).map(([k, v]) => [k, v.map((d) => d.urn)])),
+});
+/** A container as the program writes it: pinned image, logs to the stack's region. */
+const container = (name: string, image: string, labels: Record<string, string> = {}) => ({
+    name,
+    image,
+    logConfiguration: { logDriver: "awslogs", options: { "awslogs-region": "us-east-1" } },
+    dockerLabels: labels,
+});
+const repoArn = (account: string, repo: string) => `arn:aws:ecr:us-east-1:${account}:repository/${repo}`;
+/** A task definition, its execution role and the role's policy pulling `pulls`. */
+function taskWithRole(containers: unknown[], pulls: unknown, extra: (role: PolicyResource) => PolicyResource[] = () => []): PolicyResource[] {
+    const role = res("aws:iam/role:Role", {
+        assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ecs-tasks.amazonaws.com" }, Action: "sts:AssumeRole" }] }),
+    });
+    const td = linked(taskDef(containers), { executionRoleArn: [role] });
+    const policy = linked(
+        res("aws:iam/rolePolicy:RolePolicy", {
+            policy: JSON.stringify({
+                Version: "2012-10-17",
+                Statement: [
+                    { Sid: "EcrLogin", Effect: "Allow", Action: ["ecr:GetAuthorizationToken"], Resource: ["*"] },
+                    { Sid: "PullTaskImages", Effect: "Allow", Action: ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], Resource: pulls },
+                ],
+            }),
+        }),
+        { role: [role] },
+    );
+    return [role, td, policy, ...extra(role)];
+}
+const SERVER = `${HOST}/ml/inference@${digestOf("server")}`;
+const FETCH = `${HOST}/ml/model-sync@${digestOf("fetch")}`;
+const OWN_PULLS = [repoArn("123456789012", "ml/inference"), repoArn("123456789012", "ml/model-sync")];
+
+const STACK_CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[][]; fail: PolicyResource[][] }> = [
+    {
+        policy: "ecs-images-own-registry",
+        pass: [
+            [taskDef([container("server", SERVER), container("model-fetch", FETCH)])],
+            [
+                taskDef([container("server", SERVER)]),
+                taskDef([container("server", `${HOST}/ml/inference@${digestOf("other")}`), container("otel", `public.ecr.aws/aws-observability/aws-otel-collector@${DIGEST_A}`, { [ALLOWED_IMAGE_LABEL]: "public.ecr.aws/aws-observability/" })]),
+            ],
+        ],
+        fail: [
+            // a foreign registry
+            [taskDef([container("server", SERVER), container("otel", `ghcr.io/someone/otel@${DIGEST_A}`)])],
+            // another account's ECR, in one task or across the stack
+            [taskDef([container("server", SERVER), container("model-fetch", FETCH), container("otel", `${OTHER_ACCOUNT}/ml/metrics-exporter@${DIGEST_A}`)])],
+            [taskDef([container("server", SERVER), container("model-fetch", FETCH)]), taskDef([container("server", `${OTHER_ACCOUNT}/ml/inference@${DIGEST_A}`)])],
+            // another region's ECR than the tasks run in
+            [taskDef([container("server", `123456789012.dkr.ecr.eu-west-1.amazonaws.com/ml/inference@${DIGEST_A}`)])],
+            // an allow-list label that does not admit the image
+            [taskDef([container("server", SERVER), container("otel", `ghcr.io/someone/otel@${DIGEST_A}`, { [ALLOWED_IMAGE_LABEL]: "ghcr.io/other/" })])],
+        ],
+    },
+    {
+        policy: "ecs-execution-role-pulls-own-images",
+        pass: [
+            taskWithRole([container("server", SERVER), container("model-fetch", FETCH)], OWN_PULLS),
+            taskWithRole([container("server", SERVER), container("otel", `public.ecr.aws/aws-observability/aws-otel-collector@${DIGEST_A}`)], [repoArn("123456789012", "ml/inference")]),
+            // A role no task definition runs as (a runner's) is not an execution role.
+            [res("aws:iam/rolePolicy:RolePolicy", { policy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: ["ecr:BatchGetImage"], Resource: [repoArn("123456789012", "docker-hub/*")] }] }) })],
+        ],
+        fail: [
+            // granted a foreign repository (another account's) no image of the task is in
+            taskWithRole([container("server", SERVER), container("model-fetch", FETCH)], [...OWN_PULLS, repoArn("210987654321", "someone/tool")]),
+            // every repository
+            taskWithRole([container("server", SERVER)], ["*"]),
+            taskWithRole([container("server", SERVER)], [repoArn("123456789012", "ml/*")]),
+            // the AWS-managed execution policy reads every repository
+            taskWithRole([container("server", SERVER)], [repoArn("123456789012", "ml/inference")], (role) => [
+                linked(res("aws:iam/rolePolicyAttachment:RolePolicyAttachment", { policyArn: "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy" }), { role: [role] }),
+            ]),
+        ],
+    },
+];
 
 const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: PolicyResource[] }> = [
     {
@@ -90,6 +175,24 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
         fail: [
             taskDef([{ name: "server", image: `${HOST}/ml/inference:latest` }]),
             taskDef([{ name: "server", image: `${HOST}/ml/inference@${DIGEST_A}` }, { name: "exporter", image: "prom/statsd-exporter" }]),
+            taskDef([{ name: "server", image: `${HOST}/ml/inference:v1@${DIGEST_A}` }]),
+            taskDef([{ name: "fetch", image: `public.ecr.aws/aws-cli/aws-cli@sha256:${"0".repeat(63)}1` }]),
+            taskDef([{ name: "server", image: `${HOST}/ml/inference@sha256:${DIGEST_A.slice(7).toUpperCase()}` }]),
+        ],
+    },
+    {
+        policy: "build-bases-own-registry",
+        pass: [
+            buildImage({ BASE_IMAGE: `${HOST}/ecr-public/docker/library/debian:bookworm-slim`, RUNTIME_BASE_IMAGE: `${HOST}/ml/torch-base@${DIGEST_A}`, BUILD_BASE_IMAGE: `${HOST}/docker-hub/nvidia/cuda:12.8.1-devel-ubuntu22.04` }),
+            buildImage({ BASE_IMAGE: "127.0.0.1:5000/debian:bookworm-slim" }, { tags: ["127.0.0.1:5000/ml/inference:cpu-avx2.0123456789abcdef"] }),
+            buildImage({ BASE_IMAGE: "docker.io/library/debian:bookworm-slim" }, { labels: { [ALLOWED_BASES_LABEL]: "quay.io/x/y:1, docker.io/library/debian:bookworm-slim" } }),
+            buildImage({ KERNEL_CFLAGS: "-O3" }),
+        ],
+        fail: [
+            buildImage({ BASE_IMAGE: "ghcr.io/someone/base:latest" }),
+            buildImage({ BASE_IMAGE: `${HOST}/ecr-public/debian:12`, RUNTIME_BASE_IMAGE: `210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/base@${DIGEST_A}` }),
+            buildImage({ BUILD_BASE_IMAGE: "nvidia/cuda:12.8.1-devel-ubuntu22.04" }),
+            buildImage({ BASE_IMAGE: "docker.io/library/debian:bookworm-slim" }, { labels: { [ALLOWED_BASES_LABEL]: "docker.io/library/debian:bookworm" } }),
         ],
     },
     {
@@ -195,6 +298,61 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
 describe("policy pack", () => {
     it("covers every resource policy with a case", () => {
         expect(CASES.map((c) => c.policy).sort()).toEqual(RESOURCE_POLICIES.map((p) => p.name).sort());
+    });
+
+    it("covers every stack policy with a passing and a violating case", () => {
+        const covered = new Set([...STACK_CASES.map((c) => c.policy), "no-sidecar-port-ingress", "ecs-load-balanced-server", "ecs-capacity-matches-task"]);
+        expect([...covered].sort()).toEqual(STACK_POLICIES.map((p) => p.name).sort());
+        for (const c of STACK_CASES) {
+            expect(c.pass.length, c.policy).toBeGreaterThan(0);
+            expect(c.fail.length, c.policy).toBeGreaterThan(0);
+        }
+    });
+
+    describe.each(STACK_CASES)("$policy", ({ policy: name, pass, fail }) => {
+        const stackPolicy = STACK_POLICIES.find((p) => p.name === name);
+        it.each(pass.map((r, i) => [i, r] as const))("passes compliant stack %i", (_i, resources) => {
+            expect(stackPolicy?.check(resources)).toEqual([]);
+        });
+        it.each(fail.map((r, i) => [i, r] as const))("flags violating stack %i", (_i, resources) => {
+            const found = stackPolicy?.check(resources) ?? [];
+            expect(found.length).toBeGreaterThan(0);
+            for (const v of found) expect(v.policy).toBe(name);
+        });
+    });
+
+    it("says what is wrong: a foreign registry, another account, a role granted a foreign repository, a base on another registry", () => {
+        const run = (resources: PolicyResource[]) => runPolicies(resources).map((v) => `[${v.policy}] ${v.message}`);
+        expect(run([taskDef([container("server", SERVER), container("otel", `ghcr.io/someone/otel@${DIGEST_A}`)])])).toEqual([
+            `[ecs-images-own-registry] container otel runs "ghcr.io/someone/otel@${DIGEST_A}": ghcr.io is not an ECR registry: environments deploy from their own registry, or from a repository serve.allowedImages admits`,
+        ]);
+        expect(run([taskDef([container("server", SERVER), container("model-fetch", FETCH), container("otel", `${OTHER_ACCOUNT}/ml/metrics-exporter@${DIGEST_A}`)])])).toEqual([
+            `[ecs-images-own-registry] container otel runs "${OTHER_ACCOUNT}/ml/metrics-exporter@${DIGEST_A}": registry ${OTHER_ACCOUNT} (account 210987654321) is not the one the stack's other images come from (${HOST}): one registry per stack`,
+        ]);
+        expect(run(taskWithRole([container("server", SERVER), container("model-fetch", FETCH)], [...OWN_PULLS, repoArn("210987654321", "someone/tool")]))).toEqual([
+            `[ecs-execution-role-pulls-own-images] execution role may pull from ${repoArn("210987654321", "someone/tool")}, which holds no image its task definitions run`,
+        ]);
+        expect(run([buildImage({ BASE_IMAGE: "ghcr.io/someone/base:latest" })])).toEqual([
+            `[build-bases-own-registry] build arg BASE_IMAGE = ghcr.io/someone/base:latest is on ghcr.io, not the image's registry ${HOST}: pull it through the registry's pull-through cache, or list the exact reference in build.allowedBaseImages (label ${ALLOWED_BASES_LABEL})`,
+        ]);
+        expect(run([taskDef([container("server", `${HOST}/ml/inference:latest`)])])).toEqual([
+            `[ecs-images-pinned] container server runs "${HOST}/ml/inference:latest", which is a tag (":latest"), not pinned by digest (a tag can move): use <registry>/<repository>@sha256:<64 hex digits>`,
+        ]);
+    });
+
+    it("checks what is known during a preview and skips what is not (the policy SDK throws on an unknown value)", () => {
+        class UnknownValueError extends Error {}
+        const unknownArgs = new Proxy({} as Record<string, unknown>, {
+            get: (_t, key) => {
+                if (key === "BASE_IMAGE") throw new UnknownValueError("unknown");
+                return key === "RUNTIME_BASE_IMAGE" ? "ghcr.io/someone/base:latest" : undefined;
+            },
+        });
+        const image = res("docker-build:index:Image", { tags: [`${HOST}/ml/inference:x`], buildArgs: unknownArgs });
+        expect(policy("build-bases-own-registry").check(image)).toEqual([expect.stringMatching(/^build arg RUNTIME_BASE_IMAGE = ghcr\.io/)]);
+        // Any other error is a bug and is not swallowed.
+        const broken = res("docker-build:index:Image", { tags: [`${HOST}/ml/inference:x`], buildArgs: new Proxy({}, { get: () => { throw new TypeError("bug"); } }) });
+        expect(() => policy("build-bases-own-registry").check(broken)).toThrow(/bug/);
     });
 
     describe.each(CASES)("$policy", ({ policy: name, pass, fail }) => {

@@ -5,11 +5,11 @@
  * relative to what is checked.
  */
 import type { HardwareTarget } from "../shared/hardware";
-import { parseDigestRef, repositoryNameMatchesImage } from "../shared/image-refs";
 import { describeInstanceType, NVIDIA_GPU_FAMILIES } from "../shared/instance-types";
 import { type Report, within } from "../shared/problems";
 import { resolveTargets } from "../shared/target-config";
 import { type HardwareKind, HARDWARE_KINDS, hardwareKindOf } from "./hardware-kinds";
+import { checkServeImages } from "./images";
 import { type CapacityConfig, type CapacityGroupConfig, type ClientsConfig, type ServeConfig, type ServiceFields, gpusFor } from "./schema";
 import {
     MODEL_FETCH_CPU,
@@ -220,8 +220,8 @@ export function instanceTypeProblem(kind: HardwareKind, type: string): string | 
 
 /**
  * The whole `serve` section: its targets merged onto the catalog, each
- * service on its target and its `ref`, then sizing and access. Keys are
- * relative to the section. Returns the resolved targets.
+ * service on its target, every image it runs (./images), then sizing and
+ * access. Keys are relative to the section. Returns the resolved targets.
  */
 export function checkServe(serve: ServeConfig, report: Report): Record<string, HardwareTarget> {
     const targets = resolveTargets(serve.targets, within(report, ["targets"]));
@@ -235,19 +235,9 @@ export function checkServe(serve: ServeConfig, report: Report): Record<string, H
         const target = targets[service.target];
         if (!target) at(["target"], `unknown target; allowed: ${allowedTargets}`);
         else checkService(service, target, at);
-        if (service.ref === undefined) {
-            if (serve.requirePinned) {
-                at(["ref"], "this stack deploys pinned digests only (serve.requirePinned): set ref to <registry>/<repository>@sha256:<digest>");
-            }
-        } else {
-            const ref = parseDigestRef(service.ref);
-            if (!ref) {
-                at(["ref"], "must be pinned by digest: <registry>/<repository>@sha256:<64 hex digits>, never a tag");
-            } else if (!repositoryNameMatchesImage(ref.repository, service.image)) {
-                at(["ref"], `repository "${ref.repository}" is not image "${service.image}"`);
-            }
-        }
     });
+    // Every image the services run: its form and digest, the stack's registry, pinned values.
+    checkServeImages(serve, targets, report);
     const needs = serve.services.flatMap((s) => (targets[s.target] ? [{ name: s.name, target: targets[s.target] }] : []));
     checkServing(serve, needs, report);
     return targets;

@@ -16,9 +16,9 @@
  * no diff after a refresh.
  */
 import { BINDS_LABEL, ROLE_LABEL, SIDECAR_PORT_LABEL } from "../shared/labels";
+import { allowedEntryFor } from "./images";
 import type { ServiceFields } from "./schema";
 import {
-    AWS_CLI_IMAGE,
     MODEL_FETCH_CONTAINER,
     MODEL_FETCH_CPU,
     MODEL_FETCH_MEMORY_MIB,
@@ -111,6 +111,16 @@ export interface ContainerContext {
     readonly service: string;
     /** The server image, `registry/repository@sha256:...` (checked by the caller). */
     readonly image: string;
+    /** The model-fetch init container's image (the stack's model-sync image), pinned by digest. */
+    readonly modelFetchImage: string;
+    /** Each sidecar's image by sidecar name, pinned by digest (see ./images). */
+    readonly sidecarImages: Readonly<Record<string, string>>;
+    /**
+     * `serve.allowedImages`: a container whose image one of these entries
+     * admits carries it in the ALLOWED_IMAGE_LABEL label, which the policy
+     * pack reads. Default [].
+     */
+    readonly allowedImages?: readonly string[];
     /** GPUs the server gets (0 for CPU targets). */
     readonly gpus: number;
     /** CloudWatch log group of the service. */
@@ -119,7 +129,28 @@ export interface ContainerContext {
     readonly region: string;
 }
 
+/**
+ * Docker label of a container whose image comes from outside the stack's own
+ * registry on purpose: the `serve.allowedImages` entry that admits it. The
+ * policy pack's ecs-images-own-registry accepts such a container only when
+ * the entry matches its image.
+ */
+export const ALLOWED_IMAGE_LABEL = "ml-infra.allowed-image";
+
 // ---------------------------------------------------------------- builders
+
+/** The allow-list label of a container running `image`, when an entry admits it. */
+function allowedLabel(image: string, ctx: ContainerContext): Record<string, string> {
+    const entry = allowedEntryFor(image, ctx.allowedImages ?? []);
+    return entry === undefined ? {} : { [ALLOWED_IMAGE_LABEL]: entry };
+}
+
+/** A sidecar's image from the context; a missing one is a caller's mistake. */
+function sidecarImage(sidecar: ResolvedSidecar, ctx: ContainerContext): string {
+    const image = ctx.sidecarImages[sidecar.name];
+    if (image === undefined) throw new Error(`sidecar ${sidecar.name} (${sidecar.kind}) has no image: the environment resolves one per sidecar`);
+    return image;
+}
 
 const env = (vars: Readonly<Record<string, string>>): KeyValuePair[] =>
     Object.entries(vars).map(([name, value]) => ({ name, value }));
@@ -278,9 +309,10 @@ function sidecarContainer(service: ServiceFields, sidecar: ResolvedSidecar, ctx:
             };
             break;
     }
+    const image = sidecarImage(sidecar, ctx);
     return {
         name: sidecar.name,
-        image: sidecar.image,
+        image,
         essential: false,
         cpu: sidecar.cpu,
         memory: sidecar.memory,
@@ -300,6 +332,7 @@ function sidecarContainer(service: ServiceFields, sidecar: ResolvedSidecar, ctx:
             "ml-infra.sidecar": sidecar.kind,
             [BINDS_LABEL]: sidecar.ports.map((p) => `127.0.0.1:${p}`).join(","),
             ...(sidecar.port !== undefined ? { [SIDECAR_PORT_LABEL]: String(sidecar.port) } : {}),
+            ...allowedLabel(image, ctx),
         },
     };
 }
@@ -340,12 +373,12 @@ export function buildContainerDefinitions(service: ServiceFields, ctx: Container
         linuxParameters: { initProcessEnabled: true, sharedMemorySize: service.sharedMemoryMiB },
         resourceRequirements: ctx.gpus > 0 ? [{ type: "GPU", value: String(ctx.gpus) }] : undefined,
         logConfiguration: logRouter ? firelens(ctx) : awslogs(ctx),
-        dockerLabels: { [ROLE_LABEL]: "server", "ml-infra.service": ctx.service },
+        dockerLabels: { [ROLE_LABEL]: "server", "ml-infra.service": ctx.service, ...allowedLabel(ctx.image, ctx) },
     };
 
     const fetch: ContainerDefinition = {
         name: MODEL_FETCH_CONTAINER,
-        image: service.model.syncImage ?? AWS_CLI_IMAGE,
+        image: ctx.modelFetchImage,
         essential: false,
         cpu: MODEL_FETCH_CPU,
         memory: MODEL_FETCH_MEMORY_MIB,
@@ -356,7 +389,7 @@ export function buildContainerDefinitions(service: ServiceFields, ctx: Container
         volumesFrom: [],
         systemControls: [],
         logConfiguration: awslogs(ctx),
-        dockerLabels: { [ROLE_LABEL]: "init", [BINDS_LABEL]: "" },
+        dockerLabels: { [ROLE_LABEL]: "init", [BINDS_LABEL]: "", ...allowedLabel(ctx.modelFetchImage, ctx) },
     };
 
     return [server, fetch, ...sidecars.map((s) => sidecarContainer(service, s, ctx))];

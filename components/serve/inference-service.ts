@@ -14,15 +14,15 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { HardwareTarget } from "../shared/hardware";
 import { assumeRolePolicy } from "../shared/iam";
-import { parseDigestRef, requireDigestRef } from "../shared/image-refs";
 import { privateLoadBalancer } from "../shared/private-load-balancer";
 import { dataResourceOptions } from "../shared/protection";
 import { buildContainerDefinitions, serialiseContainerDefinitions, taskVolumes } from "./container-definitions";
 import { deploymentPercents, ecsCpuArchitecture, peerSuffix } from "./ecs";
 import { hardwareKindOf } from "./hardware-kinds";
+import { allowedEntryFor, refProblem, splitRef } from "./images";
 import { type ClientsConfig, type LoadBalancerConfig, type ServiceFields, gpusFor } from "./schema";
 import type { ServingCluster } from "./serving-cluster";
-import { AWS_CLI_IMAGE, PLACEHOLDER_DIGEST_RE, type ResolvedSidecar, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
+import { MODEL_FETCH_CONTAINER, type ResolvedSidecar, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
 import { executionRolePolicy, taskRolePolicy } from "./task-iam";
 
 type Tags = Readonly<Record<string, string>>;
@@ -36,6 +36,14 @@ export interface InferenceServiceArgs {
     readonly target: HardwareTarget;
     /** The server image, `registry/repository@sha256:<digest>` (Environment's `ResolvedDeployment.ref`). Anything else fails the deployment. */
     readonly image: pulumi.Input<string>;
+    /** The model-fetch init container's image and each sidecar's by name (Environment's `ServiceImages`), every one pinned by digest. */
+    readonly images: { readonly modelFetch: string; readonly sidecars: Readonly<Record<string, string>> };
+    /**
+     * Where the task's images may come from: the stack's own ECR registry
+     * (`<account>.dkr.ecr.<region>.amazonaws.com`) and `serve.allowedImages`.
+     * The execution role may pull only those of the task's images in them.
+     */
+    readonly registry: { readonly host: string; readonly allowedImages: readonly string[] };
     /** Who may reach the load balancer (config `serve.clients`); at least one security group or CIDR, never /0. */
     readonly clients: ClientsConfig;
     /** Listener settings (config `serve.loadBalancer`; every field has a default). */
@@ -81,26 +89,30 @@ export class InferenceService extends pulumi.ComponentResource {
                 this,
             );
         }
-        if (typeof args.image === "string" && !parseDigestRef(args.image)) {
-            throw new pulumi.ResourceError(`image ${JSON.stringify(args.image)} is not pinned by digest (registry/repository@sha256:<64 hex>)`, this);
-        }
-
         const sidecars = service.sidecars.map(resolveSidecar);
-        const staticImages = [service.model.syncImage ?? AWS_CLI_IMAGE, ...sidecars.map((s) => s.image)];
-        for (const image of staticImages) {
-            if (PLACEHOLDER_DIGEST_RE.test(image)) {
-                pulumi.log.warn(`service ${name}: ${image} carries a placeholder digest; pin the real one (README, Serving: sidecars) before deploying`, this);
-            }
+        const refusal = (ref: string) => imageRefusal(ref, args.registry);
+        if (typeof args.image === "string" && refusal(args.image)) throw new pulumi.ResourceError(`${SERVER_CONTAINER}: ${refusal(args.image)}`, this);
+        const staticImages: Array<[string, string | undefined]> = [
+            [MODEL_FETCH_CONTAINER, args.images.modelFetch],
+            ...sidecars.map((s): [string, string | undefined] => [s.name, args.images.sidecars[s.name]]),
+        ];
+        for (const [container, ref] of staticImages) {
+            const problem = ref === undefined ? "has no image (the environment resolves one per container)" : refusal(ref);
+            if (problem) throw new pulumi.ResourceError(`${container}: ${problem}`, this);
         }
 
         const subnets = args.privateSubnetIds ?? cluster.privateSubnetIds;
         const gpus = gpusFor(service, target);
         const https = args.loadBalancer.certificateArn !== undefined;
         const listenerPort = https ? 443 : 80;
-        const image = pulumi.output(args.image).apply((ref) => requireDigestRef(ref, `service ${name}`));
+        const image = pulumi.output(args.image).apply((ref) => {
+            const problem = refusal(ref);
+            if (problem) throw new Error(`service ${name}: ${SERVER_CONTAINER} ${problem}`);
+            return ref;
+        });
 
         // ---- logs and roles
-        const identity = this.taskIdentity(name, args, image, sidecars, staticImages);
+        const identity = this.taskIdentity(name, args, image, sidecars, [args.images.modelFetch, ...Object.values(args.images.sidecars)]);
         this.logGroup = identity.logGroup;
         this.executionRole = identity.executionRole;
         this.taskRole = identity.taskRole;
@@ -117,7 +129,16 @@ export class InferenceService extends pulumi.ComponentResource {
         // ---- task definition
         this.containerDefinitions = pulumi.all([image, this.logGroup.name]).apply(([ref, logGroupName]) =>
             serialiseContainerDefinitions(
-                buildContainerDefinitions(service, { service: name, image: ref, gpus, logGroupName, region: args.region }),
+                buildContainerDefinitions(service, {
+                    service: name,
+                    image: ref,
+                    modelFetchImage: args.images.modelFetch,
+                    sidecarImages: args.images.sidecars,
+                    allowedImages: args.registry.allowedImages,
+                    gpus,
+                    logGroupName,
+                    region: args.region,
+                }),
             ),
         );
         this.taskDefinition = new aws.ecs.TaskDefinition(
@@ -305,7 +326,16 @@ export class InferenceService extends pulumi.ComponentResource {
                 {
                     role: executionRole.id,
                     policy: pulumi.all([image, logGroup.arn]).apply(([ref, logGroupArn]) =>
-                        JSON.stringify(executionRolePolicy({ partition, images: [ref, ...staticImages], logGroupArn, secrets })),
+                        JSON.stringify(
+                            executionRolePolicy({
+                                partition,
+                                images: [ref, ...staticImages],
+                                registryHost: args.registry.host,
+                                allowedImages: args.registry.allowedImages,
+                                logGroupArn,
+                                secrets,
+                            }),
+                        ),
                     ),
                 },
                 { parent: this },
@@ -330,4 +360,16 @@ export class InferenceService extends pulumi.ComponentResource {
             );
         return { logGroup, executionRole, taskRole, policies: [executionPolicy, taskPolicy] };
     }
+}
+
+/**
+ * Why the task may not run `ref`: not pinned by a digest a build could have
+ * produced, or neither in the stack's registry nor allow-listed. The config
+ * refused all of these already; this guards the component's own args.
+ */
+export function imageRefusal(ref: string, registry: { readonly host: string; readonly allowedImages: readonly string[] }): string | undefined {
+    const problem = refProblem(ref);
+    if (problem) return `image ${JSON.stringify(ref)}: ${problem}`;
+    if (splitRef(ref)?.host === registry.host || allowedEntryFor(ref, registry.allowedImages) !== undefined) return undefined;
+    return `image ${JSON.stringify(ref)} is not in the stack's registry ${registry.host} nor allowed by serve.allowedImages`;
 }

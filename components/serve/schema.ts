@@ -11,8 +11,7 @@
  */
 import { z } from "zod";
 import type { HardwareTarget } from "../shared/hardware";
-import { parseDigestRef } from "../shared/image-refs";
-import { cidr, imageRef, instanceType, logRetentionDays, name, securityGroupId, strict, stringMap } from "../shared/schema";
+import { cidr, instanceType, logRetentionDays, name, securityGroupId, strict, stringMap } from "../shared/schema";
 import { stackName } from "../shared/stack-names";
 import { targetsSchema } from "../shared/target-config";
 import { type HardwareKind } from "./hardware-kinds";
@@ -20,11 +19,12 @@ import { SIDECAR_KINDS } from "./sidecars";
 
 // ---------------------------------------------------------------- primitives
 
-/** An image reference pinned by digest and nothing else: registry/repository@sha256:<64 hex>. */
-const digestImage = imageRef.refine(
-    (ref) => parseDigestRef(ref) !== undefined,
-    "must be pinned by digest: <registry>/<repository>@sha256:<64 hex digits>, never a tag",
-);
+/**
+ * An image reference. Its form (`<registry>/<repository>@sha256:<64 hex>`),
+ * its digest, its registry and its repository are checked in ./images (via
+ * ./checks), which say exactly what is wrong with it.
+ */
+const digestImage = z.string();
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -57,7 +57,12 @@ export const sidecarSchema = strict({
     kind: z.enum(SIDECAR_KINDS),
     /** Container name. Default: the kind. */
     name: name("sidecar name").optional(),
-    /** Image, pinned by digest. Default: the catalogue's image. */
+    /**
+     * Image of this one sidecar, pinned by digest, from the stack's registry
+     * (or allow-listed in serve.allowedImages), under the same rules as every
+     * other image. Default: the stack's image of the kind (serve.sidecarImages,
+     * or the build stack's).
+     */
     image: digestImage.optional(),
     /** Port it binds on 127.0.0.1 (never exposed). Default: the catalogue's (metrics-exporter 13133, tensorboard 6006, minio 9000 + console 9001); model-sync and log-router take none. */
     port: z.number().int().min(1024).max(65534).optional(),
@@ -84,8 +89,11 @@ export const modelSchema = strict({
     path: absolutePath.default("/models"),
     /** KMS key the objects are encrypted with (SSE-KMS); the task role may decrypt through S3 only. Default: unset (SSE-S3). */
     kmsKeyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/, "must be a KMS key ARN").optional(),
-    /** Image of the model-fetch init container, pinned by digest. Default: the catalogue's AWS CLI image. */
-    syncImage: digestImage.optional(),
+    /** Removed: the model-fetch init container runs the stack's model-sync image (serve.sidecarImages.model-sync, or the build stack's). */
+    syncImage: z
+        .unknown()
+        .optional()
+        .refine((v) => v === undefined, "no longer used: the model-fetch init container runs the stack's model-sync image; pin it as serve.sidecarImages.model-sync (or let it follow the build stack) and remove this key"),
 });
 
 /** Fields of `serve.services[]` besides name / image / target / ref. */
@@ -223,9 +231,25 @@ const serviceSchema = strict({
 
 /** `serve`: what an environment deploys and how it is sized and reached. */
 export const serveSchema = strict({
-    /** The build stack services without a `ref` follow: `[org/][project/]stack`. Default `<organization>/<project>/build`. */
+    /** The build stack services without a `ref` (and sidecar kinds without a pinned image) follow: `[org/][project/]stack`. Default `<organization>/<project>/build`. */
     buildStack: stackName.optional(),
+    /** Every service must pin `ref`, and every sidecar kind a service runs (model-sync for the model fetch) must be pinned in sidecarImages (staging, prod). Default false. */
     requirePinned: z.boolean().default(false),
+    /**
+     * The image each sidecar kind runs (model-sync: also the model-fetch init
+     * container), pinned by digest: `<registry>/<prefix>/<kind's build image>@sha256:<64 hex>`.
+     * Default {}: each kind follows the build stack's `images.<kind>.multiArch.ref`
+     * (a requirePinned stack must pin every kind its services run; npm run promote copies them).
+     */
+    sidecarImages: z.record(z.string(), digestImage).default({}),
+    /**
+     * Repositories an image may come from besides the stack's own registry,
+     * on purpose: `<host>/<repository>` (one repository) or `<host>/<namespace>/`
+     * (every repository under it). Images from them must still be pinned by
+     * digest; the execution role may pull only those that are ECR repositories.
+     * Default [].
+     */
+    allowedImages: z.array(z.string()).max(50).default([]),
     targets: targetsSchema,
     services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),
     capacity: capacitySchema,

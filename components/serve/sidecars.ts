@@ -25,29 +25,27 @@ export const MODEL_FETCH_CPU = 256;
 
 // ---------------------------------------------------------------- images
 
-/**
- * Digests in this file are PLACEHOLDERS (zeros ending in a small number):
- * pin real ones before the first deploy, e.g.
- *   crane digest public.ecr.aws/aws-cli/aws-cli:2.27.0
- * or override `image` per sidecar / `model.syncImage` in stack config.
- * The components log a warning while a placeholder is deployed.
- */
-export const PLACEHOLDER_DIGEST_RE = /@sha256:0{56}[0-9a-f]{8}$/;
-const placeholder = (n: number) => `sha256:${n.toString(16).padStart(64, "0")}`;
-
-/** AWS CLI v2 (entrypoint `aws`); fetches and re-syncs the model. Tag: 2.x. */
-export const AWS_CLI_IMAGE = `public.ecr.aws/aws-cli/aws-cli@${placeholder(1)}`;
-
 export const SIDECAR_KINDS = ["metrics-exporter", "tensorboard", "minio", "model-sync", "log-router"] as const;
 export type SidecarKind = (typeof SIDECAR_KINDS)[number];
+
+/**
+ * The sidecar kind whose image the model-fetch init container runs (the AWS
+ * CLI image of model-sync): pinned as `serve.sidecarImages.model-sync`.
+ */
+export const MODEL_FETCH_KIND: SidecarKind = "model-sync";
 
 /** What a sidecar waits for before it starts. */
 export type StartAfter = "nothing" | "model-fetched" | "server-healthy";
 
 export interface SidecarCatalogueEntry {
     readonly description: string;
-    /** Default image, pinned by digest (overridable per sidecar with `image`). */
-    readonly image: string;
+    /**
+     * The build stack's image that provides this sidecar (`images.<buildImage>`
+     * of its outputs, repository `<prefix>/<buildImage>` in the stack's
+     * registry). No image is named here: an environment deploys the digest the
+     * build stack exports, or the one pinned in `serve.sidecarImages.<kind>`.
+     */
+    readonly buildImage: string;
     /** Port it binds on 127.0.0.1 when `port` is not set; undefined: it binds none. */
     readonly defaultPort?: number;
     /** Whether config may move it to another port. */
@@ -71,7 +69,7 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
     "metrics-exporter": {
         description:
             "AWS Distro for OpenTelemetry collector: scrapes the server's Prometheus metrics on 127.0.0.1 and ships them to CloudWatch (EMF) in the service's log group",
-        image: `public.ecr.aws/aws-observability/aws-otel-collector@${placeholder(2)}`,
+        buildImage: "metrics-exporter",
         defaultPort: 13133,
         portConfigurable: true,
         ports: (port) => (port === undefined ? [] : [port]),
@@ -84,7 +82,7 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
     },
     tensorboard: {
         description: "TensorBoard on the event files shipped with the model (reach it with ECS Exec port forwarding)",
-        image: `docker.io/tensorflow/tensorflow@${placeholder(3)}`,
+        buildImage: "tensorboard",
         defaultPort: 6006,
         portConfigurable: true,
         ports: (port) => (port === undefined ? [] : [port]),
@@ -97,7 +95,7 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
     },
     minio: {
         description: "MinIO S3-compatible scratch store for the server (API on the port, console on port + 1); root credentials from secrets",
-        image: `quay.io/minio/minio@${placeholder(4)}`,
+        buildImage: "minio",
         defaultPort: 9000,
         portConfigurable: true,
         ports: (port) => (port === undefined ? [] : [port, port + 1]),
@@ -110,7 +108,7 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
     },
     "model-sync": {
         description: "Re-syncs the model prefix from S3 into the shared volume every SYNC_INTERVAL_SECONDS (default 300) for servers that hot-reload",
-        image: AWS_CLI_IMAGE,
+        buildImage: "model-sync",
         portConfigurable: false,
         ports: () => [],
         cpu: 128,
@@ -122,7 +120,7 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
     },
     "log-router": {
         description: "FireLens (Fluent Bit) log router: the server logs through it to the service's log group; listens on 127.0.0.1:24224 and a unix socket",
-        image: `public.ecr.aws/aws-observability/aws-for-fluent-bit@${placeholder(5)}`,
+        buildImage: "log-router",
         defaultPort: 24224,
         // FireLens generates Fluent Bit's input config; the port is not ours to move.
         portConfigurable: false,
@@ -140,7 +138,8 @@ export const SIDECAR_CATALOGUE: Readonly<Record<SidecarKind, SidecarCatalogueEnt
 export interface ResolvedSidecar {
     readonly kind: SidecarKind;
     readonly name: string;
-    readonly image: string;
+    /** `image` as config sets it for this one sidecar; undefined: the stack's image of the kind (see ./images). */
+    readonly image: string | undefined;
     readonly port: number | undefined;
     /** Every port it binds on 127.0.0.1. */
     readonly ports: readonly number[];
@@ -168,7 +167,7 @@ export function resolveSidecar(sidecar: SidecarInput): ResolvedSidecar {
     return {
         kind: sidecar.kind,
         name: sidecar.name ?? sidecar.kind,
-        image: sidecar.image ?? entry.image,
+        image: sidecar.image,
         port,
         ports: entry.ports(port),
         cpu: sidecar.cpu ?? entry.cpu,

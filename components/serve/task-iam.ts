@@ -6,6 +6,7 @@
  */
 import type { PolicyDocument, PolicyStatement } from "../shared/iam";
 import { ecrLocation } from "../shared/image-refs";
+import { allowedEntryFor, splitRef } from "./images";
 import type { ServiceFields } from "./schema";
 
 export interface TaskRolePolicyArgs {
@@ -86,23 +87,44 @@ export function secretResourceArn(valueFrom: string): string {
     return parts[2] === "secretsmanager" ? parts.slice(0, 7).join(":") : valueFrom;
 }
 
+/**
+ * The ECR repositories the execution role may pull from: those of the task's
+ * images in the stack's own registry, and those of its allow-listed images
+ * that are ECR repositories. An image anywhere else gets no grant, whatever
+ * config named it (sorted, unique).
+ */
+export function pullableRepositoryArns(images: readonly string[], registryHost: string, allowedImages: readonly string[], partition: string): string[] {
+    const arns = images.flatMap((image) => {
+        const host = splitRef(image)?.host;
+        const ours = host === registryHost;
+        if (!ours && allowedEntryFor(image, allowedImages) === undefined) return [];
+        return ecrRepositoryArn(image, partition) ?? [];
+    });
+    return [...new Set(arns)].sort();
+}
+
 export interface ExecutionRolePolicyArgs {
     readonly partition: string;
-    /** Every container image of the task (private ECR ones get pull rights). */
+    /** Every container image of the task. */
     readonly images: readonly string[];
+    /** The stack's own ECR registry host (`<account>.dkr.ecr.<region>.amazonaws.com`): the task's repositories there may be pulled. */
+    readonly registryHost: string;
+    /** `serve.allowedImages`: the task's images they admit may be pulled too when they are in ECR. Default []. */
+    readonly allowedImages?: readonly string[];
     readonly logGroupArn: string;
     /** Every `valueFrom` of the task's secrets. */
     readonly secrets: readonly string[];
 }
 
 /**
- * What ECS itself does for the task: pull its private ECR images, write its
+ * What ECS itself does for the task: pull its images from the stack's
+ * registry (and allow-listed ECR repositories; pullableRepositoryArns), write its
  * awslogs streams, read the secrets it injects. Scoped to those resources
  * (instead of the broad AmazonECSTaskExecutionRolePolicy).
  */
 export function executionRolePolicy(args: ExecutionRolePolicyArgs): PolicyDocument {
     const uniqueSorted = (list: Iterable<string>) => [...new Set(list)].sort();
-    const repositories = uniqueSorted(args.images.flatMap((i) => ecrRepositoryArn(i, args.partition) ?? []));
+    const repositories = pullableRepositoryArns(args.images, args.registryHost, args.allowedImages ?? [], args.partition);
     const resources = uniqueSorted(args.secrets.map(secretResourceArn));
     const secretArns = resources.filter((r) => r.split(":")[2] === "secretsmanager");
     const parameterArns = resources.filter((r) => r.split(":")[2] === "ssm");

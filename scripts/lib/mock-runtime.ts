@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
+import { type PromoteResult, promote } from "../promote";
 import { cliValues, encodeConfigValue } from "./secure-config";
 
 export const ROOT = path.resolve(__dirname, "..", "..");
@@ -352,9 +353,36 @@ export const requireProgram: ProgramLoader = async () => {
     return require(path.join(ROOT, "index")) as Record<string, unknown>;
 };
 
-/** Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it). */
+/** Does a stack file's config deploy pinned values only (`serve.requirePinned: true`)? */
+export function requiresPinned(config: Record<string, unknown>): boolean {
+    const serve = config[`${projectFile().name}:serve`];
+    return isObject(serve) && serve.requirePinned === true;
+}
+
+/**
+ * A stack file (its text) as `npm run promote -- --from-outputs` would leave
+ * it after promoting from the build stack's `outputs`, in memory: its config
+ * and what promotion changed. Promote's own engine does it, with its
+ * refusals (a value it would refuse throws).
+ */
+export function promotedFromOutputs(text: string, outputs: Record<string, unknown>, destName: string, sourceName = "build outputs"): { config: Record<string, unknown>; result: PromoteResult } {
+    const result = promote({ kind: "outputs", name: sourceName, outputs }, text, projectFile().name, { destName });
+    const file = parseYaml(result.text) as { config?: Record<string, unknown> } | null;
+    return { config: file?.config ?? {}, result };
+}
+
+/**
+ * Evaluates index.ts for `stack` (its file under stacks/, unless `options.config` replaces it).
+ * A stack file that deploys pinned values only (staging, prod), given the
+ * build stack's outputs, is evaluated as promotion from them would leave it
+ * (promotedFromOutputs), as `npm run plan -- --build-outputs` plans it.
+ */
 export async function evaluate(stack: string, options: EvaluateOptions = {}, load: ProgramLoader = requireProgram): Promise<Evaluation> {
-    const stackConfig = options.config ?? stackFileConfig(stack);
+    let stackConfig = options.config ?? stackFileConfig(stack);
+    if (!options.config && options.buildOutputs && requiresPinned(stackConfig)) {
+        const file = path.join(STACKS_DIR, `Pulumi.${stack}.yaml`);
+        stackConfig = promotedFromOutputs(fs.readFileSync(file, "utf8"), options.buildOutputs, stack).config;
+    }
     const config = cliConfig(stackConfig);
     // The stacks it reads (runners, build) come from their own stack files unless their outputs are given.
     // `buildOutputs` stands for the build stack alone; every other stack it reads is evaluated from its file.
@@ -415,8 +443,25 @@ export function stackReferencesOf(config: Record<string, unknown>, organization 
     const build = config[`${project}:build`];
     if (isObject(build) && build.localRegistry === undefined && build.builder === undefined) of("build.runnersStack", build.runnersStack, "runners");
     const serve = config[`${project}:serve`];
-    if (isObject(serve) && Array.isArray(serve.services) && serve.services.some((s) => !isObject(s) || s.ref === undefined)) of("serve.buildStack", serve.buildStack, "build");
+    if (isObject(serve) && followsBuildStack(serve)) of("serve.buildStack", serve.buildStack, "build");
     return out;
+}
+
+/**
+ * Does a serve section (as written in a stack file) follow its build stack,
+ * as the program decides it (components/serve/images.ts): a service without
+ * `ref`, or a sidecar kind a service runs (model-sync for every model fetch)
+ * with neither its own `image` nor an entry in `sidecarImages`.
+ */
+export function followsBuildStack(serve: Record<string, unknown>): boolean {
+    const services = Array.isArray(serve.services) ? serve.services : [];
+    const pinnedKinds = isObject(serve.sidecarImages) ? Object.keys(serve.sidecarImages) : [];
+    return services.some((s) => {
+        if (!isObject(s) || s.ref === undefined) return true;
+        if (!pinnedKinds.includes("model-sync")) return true;
+        const sidecars = Array.isArray(s.sidecars) ? s.sidecars : [];
+        return sidecars.some((c) => isObject(c) && c.image === undefined && !pinnedKinds.includes(String(c.kind)));
+    });
 }
 
 /**

@@ -165,6 +165,40 @@ export function insertPair(source: string, map: YAMLMap, key: string, value: str
     return atLineStart ? { start: pos, end: pos, text: `${line}${eol}` } : { start: pos, end: pos, text: `${eol}${line}` };
 }
 
+/**
+ * The edit that adds `key:` holding the mapping `entries` (string values, in
+ * the order given) to `map`, after the pair `after` (default: the last pair),
+ * in the map's own style: a block mapping indented two spaces under the new
+ * key for a block map, `, key: {k: v, ...}` for a flow map.
+ */
+export function insertMapPair(
+    source: string,
+    map: YAMLMap,
+    key: string,
+    entries: ReadonlyArray<readonly [string, string]>,
+    after: Pair | undefined,
+    what: string,
+): Edit {
+    if (entries.length === 0) throw new Error(`${what}: cannot add an empty mapping`);
+    if (map.flow) {
+        const inner = entries.map(([k, v]) => `${scalarText(k, true)}: ${scalarText(v, true)}`).join(", ");
+        const anchorPair = after ?? map.items[map.items.length - 1];
+        const lastRange = ((anchorPair?.value ?? anchorPair?.key) as Node | null | undefined)?.range;
+        if (!lastRange) throw new Error(`${what}: no source position`);
+        return { start: lastRange[1], end: lastRange[1], text: `, ${scalarText(key, true)}: {${inner}}` };
+    }
+    const edit = insertPair(source, map, key, "x", after, what);
+    // insertPair wrote `<indent>key: x`; put the nested mapping in place of the value.
+    const keyNode = map.items[0]?.key as Node | undefined;
+    const indent = " ".repeat(columnOf(source, keyNode?.range?.[0] ?? 0));
+    const eol = lineBreakNear(source, edit.start);
+    const header = `${indent}${scalarText(key, false)}:`;
+    const body = entries.map(([k, v]) => `${indent}  ${scalarText(k, false)}: ${scalarText(v, false)}`).join(eol);
+    const line = `${header}${eol}${body}`;
+    const atLineStart = edit.text.endsWith(eol) && !edit.text.startsWith(eol);
+    return { start: edit.start, end: edit.end, text: atLineStart ? `${line}${eol}` : `${eol}${line}` };
+}
+
 /** Do two YAML texts hold the same data (aliases resolved)? */
 export function sameData(a: unknown, b: unknown): boolean {
     return isDeepStrictEqual(a, b);
