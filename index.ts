@@ -67,6 +67,7 @@ export = async (): Promise<Record<string, unknown>> => {
         projectRoot: process.cwd(),
         pathExists: fs.existsSync,
         region: aws.config.region,
+        isSecret: isConfigSecret,
     });
     const tags: Tags = { project: config.project, stack: config.stack, "cost-center": config.costCenter, "managed-by": "pulumi" };
 
@@ -104,6 +105,16 @@ export = async (): Promise<Record<string, unknown>> => {
         deployments: config.serve && network && serveImages ? serveSection(config, config.serve, serveImages, network, tags) : undefined,
     });
 };
+
+/**
+ * Whether the CLI marked a config key secret (`{secure: ...}` in the stack
+ * file). The SDK keeps this in its runtime state (PULUMI_CONFIG_SECRET_KEYS)
+ * and exports the check without declaring it in its types.
+ */
+function isConfigSecret(key: string): boolean {
+    const check = (pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean }).isConfigSecret;
+    return check ? check(key) : false;
+}
 
 function definedOutputs(all: Record<string, unknown>): Record<string, unknown> {
     return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));

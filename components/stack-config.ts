@@ -20,7 +20,8 @@ import { type RunnersConfig, runnersSchema } from "./runners/schema";
 import { checkServe } from "./serve/checks";
 import { type ServeConfig, serveSchema } from "./serve/schema";
 import type { HardwareTarget } from "./shared/hardware";
-import { ConfigError, type KeyPath, type Report, formatKeyPath, within, zodProblems } from "./shared/problems";
+import { credentialProblem, credentialValueProblem } from "./shared/credentials";
+import { ConfigError, type KeyPath, type Report, type ReportOptions, formatKeyPath, keyPathText, within, zodProblems } from "./shared/problems";
 import { strict } from "./shared/schema";
 
 export { ConfigError };
@@ -68,6 +69,80 @@ export interface LoadOptions {
     readonly pathExists: (absolutePath: string) => boolean;
     /** The stack's AWS region (`aws:region`), when known: network zones must be in it. */
     readonly region?: string;
+    /** Is this full config key (`ml-infra:buildSecrets`) a secret? When known, build secrets must be. */
+    readonly isSecret?: (key: string) => boolean;
+}
+
+/** Config namespaces the program reads besides its own: the providers it uses and Pulumi's. */
+export const OTHER_NAMESPACES: readonly string[] = ["aws", "pulumi", "docker", "docker-build", "tls"];
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+        let prev = row[0];
+        row[0] = i;
+        for (let j = 1; j <= b.length; j++) {
+            const cur = row[j];
+            row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+            prev = cur;
+        }
+    }
+    return row[b.length];
+}
+
+/**
+ * Keys outside the project's namespace that the program would not read: a
+ * key without a namespace, or a namespace it does not know (a typo such as
+ * `ml_infra:`). Each is a problem line, never silently ignored.
+ */
+export function namespaceProblems(all: Readonly<Record<string, string>>, project: string): string[] {
+    const known = [project, ...OTHER_NAMESPACES];
+    const lines: string[] = [];
+    for (const key of Object.keys(all).sort()) {
+        const colon = key.indexOf(":");
+        const namespace = colon < 0 ? "" : key.slice(0, colon);
+        if (known.includes(namespace)) continue;
+        const name = colon < 0 ? key : key.slice(colon + 1);
+        const value = show(all[key]);
+        if (colon < 0) {
+            lines.push(`${key} = ${value}: a config key needs a namespace; did you mean ${project}:${name}? (namespaces read: ${known.join(", ")})`);
+            continue;
+        }
+        const near = known.find((k) => distance(k, namespace) <= 2);
+        lines.push(`${key} = ${value}: unknown config namespace "${namespace}"${near ? `; did you mean ${near}:${name}?` : ""} (namespaces read: ${known.join(", ")})`);
+    }
+    return lines;
+}
+
+/** Where a credential found at a key belongs instead. */
+function credentialAdvice(keys: KeyPath): string {
+    const text = keyPathText(keys);
+    if (/(^|\.)buildArgs\./.test(text) || text.includes("].buildArgs")) {
+        return "build args stay in the image history: pass it as a build secret (pulumi config set --secret --path 'ml-infra:buildSecrets.<id>' …, images[].secrets, RUN --mount=type=secret,id=<id>)";
+    }
+    if (text.startsWith("serve.") && text.includes(".environment.")) {
+        return "the environment is plain text in the task definition: put the value in Secrets Manager or SSM Parameter Store and name its ARN under secrets: (services[].secrets or sidecars[].secrets)";
+    }
+    if (text.startsWith("local.")) return "the local stack's environment is plain text in the stack file: keep credentials out of it";
+    return "stack files are plain text in git and in Pulumi's state: keep credentials out of them (build-time tokens go in ml-infra:buildSecrets, set with pulumi config set --secret)";
+}
+
+/**
+ * Credentials in plain config: a value shaped like one anywhere, and under
+ * `environment` and `buildArgs` maps also a name that says it holds one.
+ * The values are never shown.
+ */
+function credentialProblems(value: unknown, keys: KeyPath, report: Report): void {
+    if (typeof value === "string") {
+        const parent = keys.length >= 2 ? String(keys[keys.length - 2]) : "";
+        const name = String(keys[keys.length - 1]);
+        const problem = parent === "environment" || parent === "buildArgs" ? credentialProblem(name, value) : credentialValueProblem(value);
+        if (problem) report(keys, `${problem}: ${credentialAdvice(keys)}`, { redact: true });
+        return;
+    }
+    if (Array.isArray(value)) value.forEach((v, i) => credentialProblems(v, [...keys, i], report));
+    else if (value !== null && typeof value === "object") for (const [k, v] of Object.entries(value)) credentialProblems(v, [...keys, k], report);
 }
 
 // ------------------------------------------------------------ error format
@@ -91,8 +166,8 @@ function show(value: unknown): string {
 const SECRET_SECTIONS: readonly string[] = ["buildSecrets"];
 
 /** One problem line: the full key, the value found there (in the config object `raw`, see configObject) and the message. */
-export function problemLine(project: string, raw: unknown, keys: KeyPath, message: string): string {
-    const value = SECRET_SECTIONS.includes(String(keys[0])) ? "[secret]" : show(valueAt(raw, keys));
+export function problemLine(project: string, raw: unknown, keys: KeyPath, message: string, options: ReportOptions = {}): string {
+    const value = SECRET_SECTIONS.includes(String(keys[0])) ? "[secret]" : options.redact ? "[redacted]" : show(valueAt(raw, keys));
     return `${formatKeyPath(project, keys)} = ${value}: ${message}`;
 }
 
@@ -126,13 +201,24 @@ function parseConfigValue(text: string): unknown {
 export function loadStackConfig(all: Readonly<Record<string, string>>, options: LoadOptions): StackConfig {
     const { project } = options;
     const raw = configObject(project, all);
+    const outside = namespaceProblems(all, project);
     const parsed = stackConfigSchema.safeParse(raw);
     if (!parsed.success) {
-        throw new ConfigError(zodProblems(parsed.error).map((p) => problemLine(project, raw, p.keys, p.message)));
+        throw new ConfigError([...outside, ...zodProblems(parsed.error).map((p) => problemLine(project, raw, p.keys, p.message))]);
     }
     const cfg = parsed.data;
-    const problems: string[] = [];
-    const report: Report = (keys, message) => problems.push(problemLine(project, raw, keys, message));
+    const problems: string[] = [...outside];
+    const report: Report = (keys, message, opts) => problems.push(problemLine(project, raw, keys, message, opts));
+
+    // Credentials: never in plain config; build secrets only as secrets.
+    for (const [section, value] of Object.entries(raw)) {
+        if (section === "buildSecrets") continue;
+        if (options.isSecret?.(`${project}:${section}`)) continue;
+        credentialProblems(value, [section], report);
+    }
+    if (Object.keys(cfg.buildSecrets).length > 0 && options.isSecret && !options.isSecret(`${project}:buildSecrets`)) {
+        report(["buildSecrets"], "is plain text in the stack file: set each value with pulumi config set --secret --path 'ml-infra:buildSecrets.<id>' <value> (it is then stored encrypted)");
+    }
 
     checkSections(cfg, report);
     if (cfg.network) checkNetwork(cfg.network, within(report, ["network"]), options.region);

@@ -47,8 +47,11 @@ describe("network config", () => {
     });
 
     it("reports a misaligned range, repeated or cross-region zones, and too many zones for the subnet bits", () => {
-        expect(problemsOf({ cidr: "10.40.1.0/16", availabilityZones: ["us-east-1a", "us-east-1b"] })).toEqual([
-            "cidr: is not a network address; did you mean 10.40.0.0/16?",
+        expect(networkSchema.safeParse({ cidr: "10.40.1.0/16", availabilityZones: ["us-east-1a", "us-east-1b"] }).error?.issues[0].message).toBe(
+            "is not a network address (host bits are set); did you mean 10.40.0.0/16?",
+        );
+        expect(problemsOf({ cidr: "52.40.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"] })).toEqual([
+            "cidr: a VPC's range must be private address space (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10), or its addresses shadow the internet's",
         ]);
         expect(problemsOf({ availabilityZones: ["us-east-1a", "us-east-1a"] })).toEqual(["availabilityZones.1: availability zone listed twice"]);
         expect(problemsOf({ availabilityZones: ["us-east-1a", "us-west-2b"] })).toEqual(["availabilityZones.1: all zones must be in one region (us-east-1)"]);

@@ -160,7 +160,8 @@ interface Built {
 }
 
 async function built(config: Record<string, unknown>, name = "inference-cpu-avx2-image"): Promise<Built> {
-    const ev: Evaluation = await evaluate("build", { config });
+    // Build secrets as `pulumi config set --secret` leaves them (plain ones are refused).
+    const ev: Evaluation = await evaluate("build", { config, secretKeys: ["ml-infra:buildSecrets"] });
     const image = ev.ofType("docker-build:index:Image").find((i) => i.name === name);
     if (!image) throw new Error(`no image ${name}`);
     const { tags, registries, secrets, ...rest } = image.inputs as Record<string, unknown>;
@@ -243,7 +244,7 @@ describe("release tags of the program's images", () => {
 
     it("ignore a rotated build secret (no rebuild, so no re-push of the tag)", async () => {
         const config = { ...variants["the secret ids"], "ml-infra:buildSecrets": { hf_token: "rotated" } };
-        const ev = await evaluate("build", { config });
+        const ev = await evaluate("build", { config, secretKeys: ["ml-infra:buildSecrets"] });
         const image = ev.ofType("docker-build:index:Image")[0];
         expect(image.inputs.ignoreSecretsInDiffCalculation).toEqual(["hf_token"]);
         expect((await built(config)).tag).toBe(results["the secret ids"].tag);

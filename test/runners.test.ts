@@ -106,7 +106,10 @@ describe("build.runners config", () => {
 
     it("needs no in-VPC caller (CI uses the SSM tunnel), never the whole internet, a real time zone and a matching AMI", () => {
         expect(problems({ pools: { amd64: {} } })).toEqual([]);
-        expect(problems({ ciSources: { cidrs: ["0.0.0.0/0"] } })).toEqual(["ciSources.cidrs.0: must name the CI runners' addresses, not the whole internet"]);
+        expect(problems({ ciSources: { cidrs: ["0.0.0.0/0"] } })).toEqual([
+            "ciSources.cidrs.0: is the whole internet; name the callers' networks; CI outside the VPC reaches the pools through the SSM tunnel and needs no range",
+        ]);
+        expect(problems({ ciSources: { cidrs: ["52.0.0.0/8"] } })[0]).toMatch(/^ciSources\.cidrs\.0: is public address space/);
         expect(problems({ ...CI, scaleToZeroSchedule: { timeZone: "Mars/Olympus", recurrences: ["0 20 * * *"] } })).toEqual([
             "scaleToZeroSchedule.timeZone: must be an IANA time zone such as Europe/Berlin or UTC",
         ]);

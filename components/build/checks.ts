@@ -7,10 +7,10 @@ import * as path from "node:path";
 import { DERIVED_BUILD_ARGS, type HardwareTarget } from "../shared/hardware";
 import { type KeyPath, type Report, within } from "../shared/problems";
 import { parseImage } from "../registry/pullthrough";
-import { CREDENTIAL_ARG_RE, resolveTargets } from "../shared/target-config";
+import { resolveTargets } from "../shared/target-config";
 import { LOCAL_RUNNER } from "../local/runner";
 import { chainProblems } from "./chains";
-import { DEPLOYED_TAG_PREFIX, MULTIARCH_TAG_PREFIX } from "./release";
+import { ContextTooLarge, DEPLOYED_TAG_PREFIX, MULTIARCH_TAG_PREFIX, cachedContextDigest } from "./release";
 import { SOURCE_BUILD_MIN_VOLUME_GIB } from "../runners/schema";
 import type { BuildConfig } from "./schema";
 
@@ -44,10 +44,24 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
         else seen.set(image.name, i);
 
         const contextDir = path.resolve(projectRoot, image.context);
-        if (!pathExists(contextDir)) {
+        const contextProblem = insideProject(projectRoot, image.context, "the build context");
+        const dockerfileProblem = insideProject(projectRoot, path.join(image.context, image.dockerfile), "the Dockerfile");
+        if (contextProblem) {
+            report([...at, "context"], contextProblem);
+        } else if (!pathExists(contextDir)) {
             report([...at, "context"], `build context directory not found (looked in ${contextDir})`);
+        } else if (dockerfileProblem) {
+            report([...at, "dockerfile"], dockerfileProblem);
         } else if (!pathExists(path.resolve(contextDir, image.dockerfile))) {
             report([...at, "dockerfile"], `Dockerfile not found in the build context (looked for ${path.resolve(contextDir, image.dockerfile)})`);
+        } else {
+            // What the build would send, bounded (and its digest computed once for the release tags).
+            try {
+                cachedContextDigest(contextDir, path.resolve(contextDir, image.dockerfile));
+            } catch (error) {
+                if (!(error instanceof ContextTooLarge)) throw error;
+                report([...at, "context"], error.message);
+            }
         }
 
         const used = new Set<string>();
@@ -59,7 +73,7 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
         if (image.baseImage !== undefined && image.base !== undefined) {
             report([...at, "baseImage"], `an image is built FROM its chain base (base: ${image.base}) or from an upstream image, not both; remove one`);
         }
-        const stages = dockerfileStages(contextDir, image.dockerfile, pathExists);
+        const stages = contextProblem || dockerfileProblem ? undefined : dockerfileStages(contextDir, image.dockerfile, pathExists);
         if (stages) {
             const wanted = image.stage !== undefined ? [{ stage: image.stage, key: [...at, "stage"], why: "" }] : [...used].filter((t) => targets[t]).map((t) => ({ stage: targets[t].stage, key: [...at, "targets"], why: ` (the stage of target ${t}; set images[].stage to build another)` }));
             for (const w of wanted) {
@@ -73,11 +87,8 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
                 report([...at, "secrets", j], `unknown build secret; set it with pulumi config set --secret --path 'ml-infra:buildSecrets.${id}' (defined: ${known.join(", ") || "none"})`);
             }
         });
+        // Credential-like build args are refused for the whole config (components/stack-config.ts).
         for (const arg of Object.keys(image.buildArgs)) {
-            if (CREDENTIAL_ARG_RE.test(arg)) {
-                report([...at, "buildArgs", arg], "looks like a credential: build args stay in the image history; pass it as a build secret (images[].secrets, RUN --mount=type=secret)");
-                continue;
-            }
             const owners = image.targets.filter((t) => targets[t] && arg in targets[t].buildArgs);
             if ((DERIVED_BUILD_ARGS as readonly string[]).includes(arg)) {
                 report([...at, "buildArgs", arg], "is derived from the target; set it on the target (build.targets.<name>)");
@@ -117,6 +128,30 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
 }
 
 /**
+ * Why a path from config is not inside the project (undefined: it is): an
+ * absolute path, one that climbs out with `..`, the filesystem root, or one
+ * whose real path (symlinks followed) leaves the project.
+ */
+export function insideProject(projectRoot: string, relative: string, what: string): string | undefined {
+    if (path.isAbsolute(relative)) return `${what} must be a path relative to the project (where Pulumi.yaml is), not an absolute one`;
+    const resolved = path.resolve(projectRoot, relative);
+    const rel = path.relative(projectRoot, resolved);
+    if (rel === ".." || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return `${what} must stay inside the project (where Pulumi.yaml is); ${relative} leaves it`;
+    try {
+        const real = fs.realpathSync(resolved);
+        const realRoot = fs.realpathSync(projectRoot);
+        const realRel = path.relative(realRoot, real);
+        if (realRel === ".." || realRel.startsWith(`..${path.sep}`) || path.isAbsolute(realRel)) return `${what} must stay inside the project; ${relative} is a symlink to ${real}`;
+    } catch {
+        // Not there (yet): reported as missing.
+    }
+    return undefined;
+}
+
+/** Largest Dockerfile the checks read. */
+const MAX_DOCKERFILE_BYTES = 1024 * 1024;
+
+/**
  * The stage names a Dockerfile declares (`FROM … AS <name>`, lower-cased as
  * BuildKit matches them); undefined when the file cannot be read.
  */
@@ -125,6 +160,7 @@ function dockerfileStages(contextDir: string, dockerfile: string, pathExists: (p
     if (!pathExists(file)) return undefined;
     let text: string;
     try {
+        if (fs.statSync(file).size > MAX_DOCKERFILE_BYTES) return undefined;
         text = fs.readFileSync(file, "utf8");
     } catch {
         return undefined;

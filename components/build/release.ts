@@ -104,7 +104,27 @@ interface Entry {
     readonly linkTarget?: string;
 }
 
-function walk(contextDir: string, rel: string, isIgnored: (p: string) => boolean, out: Entry[]): void {
+/** Most files a build context may hold (after the ignore rules): beyond this a build is sending far more than it needs. */
+export const MAX_CONTEXT_FILES = 20_000;
+/** Most bytes a build context may hold (after the ignore rules). */
+export const MAX_CONTEXT_BYTES = 2 * 1024 ** 3;
+
+/** A build context beyond MAX_CONTEXT_FILES or MAX_CONTEXT_BYTES. */
+export class ContextTooLarge extends Error {}
+
+interface Budget {
+    files: number;
+    bytes: number;
+}
+
+function spend(budget: Budget, bytes: number): void {
+    budget.files += 1;
+    budget.bytes += bytes;
+    if (budget.files > MAX_CONTEXT_FILES) throw new ContextTooLarge(`the build context holds more than ${MAX_CONTEXT_FILES} files: list what the build does not need in a .dockerignore`);
+    if (budget.bytes > MAX_CONTEXT_BYTES) throw new ContextTooLarge(`the build context holds more than ${MAX_CONTEXT_BYTES / 1024 ** 3} GiB: list what the build does not need in a .dockerignore`);
+}
+
+function walk(contextDir: string, rel: string, isIgnored: (p: string) => boolean, out: Entry[], budget: Budget = { files: 0, bytes: 0 }): void {
     const dir = path.join(contextDir, rel);
     for (const name of fs.readdirSync(dir).sort()) {
         const relPath = rel === "" ? name : `${rel}/${name}`;
@@ -112,13 +132,15 @@ function walk(contextDir: string, rel: string, isIgnored: (p: string) => boolean
         const full = path.join(dir, name);
         const stat = fs.lstatSync(full);
         if (stat.isDirectory()) {
-            walk(contextDir, relPath, isIgnored, out);
+            walk(contextDir, relPath, isIgnored, out, budget);
         } else if (stat.isSymbolicLink()) {
             // The build follows the link: its text and, when it leads to a file, that file's content.
             const target = fs.statSync(full, { throwIfNoEntry: false });
+            spend(budget, target?.isFile() ? target.size : 0);
             const content = target?.isFile() ? sha256(fs.readFileSync(full)) : "";
             out.push({ path: relPath, kind: "symlink", executable: false, content, linkTarget: fs.readlinkSync(full) });
         } else if (stat.isFile()) {
+            spend(budget, stat.size);
             out.push({ path: relPath, kind: "file", executable: (stat.mode & 0o100) !== 0, content: sha256(fs.readFileSync(full)) });
         }
     }
@@ -129,7 +151,8 @@ function walk(contextDir: string, rel: string, isIgnored: (p: string) => boolean
  * ignore rules leave in (path, content, executable bit, link target) and the
  * Dockerfile (path and content, whether ignored or not). Permission bits other
  * than the owner's execute bit are left out, as git leaves them out: the same
- * checkout gives the same digest on every machine.
+ * checkout gives the same digest on every machine. Throws ContextTooLarge
+ * beyond MAX_CONTEXT_FILES files or MAX_CONTEXT_BYTES bytes.
  */
 export function contextDigest(contextDir: string, dockerfile: string): string {
     const rules = ignore().add(ignoreRules(contextDir, dockerfile).filter((l) => l.trim() !== "" && !l.startsWith("#")));

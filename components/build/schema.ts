@@ -22,9 +22,9 @@ const registrySchema = strict({
 
 const imageSchema = strict({
     name: name("image name"),
-    context: z.string().min(1, "must name the build context directory"),
+    context: z.string().min(1, "must name the build context directory").max(1024),
     dockerfile: z.string().min(1).default("Dockerfile"),
-    targets: z.array(z.string()).min(1, "an image needs at least one target"),
+    targets: z.array(z.string()).min(1, "an image needs at least one target").max(32, "at most 32 targets per image"),
     buildArgs: stringMap.default({}),
     base: name("base image name").optional(),
     /**
@@ -36,7 +36,7 @@ const imageSchema = strict({
     baseImage: imageRef.optional(),
     /** Dockerfile stage built for every target. Default: each target's `stage`. */
     stage: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, "must be a Dockerfile stage name").optional(),
-    secrets: z.array(z.string()).default([]),
+    secrets: z.array(z.string()).max(20, "at most 20 build secrets per image").default([]),
     multiArch: strict({
         amd64: z.string(),
         arm64: z.string(),
@@ -73,10 +73,10 @@ export const buildSchema = strict({
      * neither in this stack's registry nor behind its pull-through cache.
      * Default: none.
      */
-    allowedBaseImages: z.array(imageRef).default([]),
+    allowedBaseImages: z.array(imageRef).max(50, "at most 50 entries").default([]),
     targets: targetsSchema,
-    images: z.array(imageSchema).min(1, "the build section needs at least one image"),
-});
+    images: z.array(imageSchema).min(1, "the build section needs at least one image").max(200, "at most 200 images per build stack"),
+}, ["version"]);
 
 export type BuildConfig = z.infer<typeof buildSchema>;
 export type ImageConfig = BuildConfig["images"][number];

@@ -3,14 +3,14 @@
  * to the section.
  */
 import type { Report } from "../shared/problems";
-import { ipToNumber, numberToIp } from "./plan";
+import { PRIVATE_RANGES, ingressRangeProblem, isPrivateRange } from "../shared/cidr";
 import type { NetworkConfig } from "./schema";
 
 /**
  * What one field of `network` cannot say alone: duplicate subnets or zones,
  * zones outside one region (and outside `region`, the stack's `aws:region`,
- * when given), a VPC range that is not a network address or too small for
- * its subnets.
+ * when given), a VPC range outside private address space or too small for
+ * its subnets, an endpoint security group open to public address space.
  */
 export function checkNetwork(network: NetworkConfig, report: Report, region?: string): void {
     if (network.mode === "existing") {
@@ -21,6 +21,11 @@ export function checkNetwork(network: NetworkConfig, report: Report, region?: st
                 seen.add(id);
             });
         };
+        const endpointRange = network.endpointSecurityGroup?.vpcCidr;
+        if (endpointRange !== undefined) {
+            const problem = ingressRangeProblem(endpointRange);
+            if (problem) report(["endpointSecurityGroup", "vpcCidr"], problem);
+        }
         dupes(network.privateSubnetIds, "privateSubnetIds");
         dupes(network.publicSubnetIds, "publicSubnetIds");
         network.publicSubnetIds.forEach((id, i) => {
@@ -38,15 +43,9 @@ export function checkNetwork(network: NetworkConfig, report: Report, region?: st
         if (az.slice(0, -1) !== zonesRegion) report(["availabilityZones", i], `all zones must be in one region (${zonesRegion})`);
         else if (region !== undefined && zonesRegion !== region) report(["availabilityZones", i], `${az} is not in region ${region} (aws:region)`);
     });
-    const [address, prefixText] = network.cidr.split("/");
-    const prefix = Number(prefixText);
-    const octets = address.split(".").map(Number);
-    if (octets.some((o) => o > 255)) {
-        report(["cidr"], "octets must be 0 to 255");
-        return;
-    }
-    const base = ipToNumber(address);
-    if (base % 2 ** (32 - prefix) !== 0) report(["cidr"], `is not a network address; did you mean ${numberToIp(base - (base % 2 ** (32 - prefix)))}/${prefix}?`);
+    // The schema has checked it is a network (octets, host bits).
+    const prefix = Number(network.cidr.split("/")[1]);
+    if (!isPrivateRange(network.cidr)) report(["cidr"], `a VPC's range must be private address space (${PRIVATE_RANGES.join(", ")}), or its addresses shadow the internet's`);
     if (prefix < 16 || prefix > 24) report(["cidr"], "a VPC's prefix must be /16 to /24");
     if (prefix + network.subnetBits > 28) report(["subnetBits"], `/${prefix} plus ${network.subnetBits} bits gives subnets smaller than /28`);
     const slots = 2 ** network.subnetBits / 2;

@@ -5,6 +5,7 @@
  */
 import { POOLS } from "../shared/hardware";
 import { NVIDIA_X86_FAMILIES, isGraviton, isNvidiaX86 } from "../shared/instance-types";
+import { ingressRangeProblem } from "../shared/cidr";
 import type { Report } from "../shared/problems";
 import { buildkitImageProblem } from "./buildkitd";
 import { MIN_VOLUME_GIB, type RunnersConfig } from "./schema";
@@ -27,7 +28,8 @@ function validTimeZone(zone: string): boolean {
 export function checkRunners(runners: RunnersConfig, pullThroughPrefixes: readonly string[], report: Report): void {
     const { ciSources } = runners;
     ciSources.cidrs.forEach((c, i) => {
-        if (c.endsWith("/0")) report(["ciSources", "cidrs", i], "must name the CI runners' addresses, not the whole internet");
+        const problem = ingressRangeProblem(c);
+        if (problem) report(["ciSources", "cidrs", i], `${problem}; CI outside the VPC reaches the pools through the SSM tunnel and needs no range`);
     });
     if (runners.scaleToZeroSchedule && !validTimeZone(runners.scaleToZeroSchedule.timeZone)) {
         report(["scaleToZeroSchedule", "timeZone"], "must be an IANA time zone such as Europe/Berlin or UTC");

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import type { Pool } from "../shared/hardware";
+import { cronProblem } from "../shared/schedule";
 import { LOG_RETENTION_DAYS, cidr, imageRef, instanceType, logRetentionDays, securityGroupId, strict } from "../shared/schema";
 
 /**
@@ -50,7 +51,11 @@ export { LOG_RETENTION_DAYS };
 /** Five-field cron (minute hour day-of-month month day-of-week), as Auto Scaling scheduled actions take. */
 const cron = z
     .string()
-    .regex(/^\S+\s+\S+\s+\S+\s+\S+\s+\S+$/, "must be a five-field cron expression such as \"0 20 * * MON-FRI\"");
+    .max(200)
+    .superRefine((text, ctx) => {
+        const problem = cronProblem(text);
+        if (problem) ctx.addIssue({ code: "custom", message: `${problem}; e.g. "0 20 * * MON-FRI"` });
+    });
 
 function poolSchema(kind: Pool) {
     return strict({

@@ -14,11 +14,16 @@ export type Key = string | number;
 export type KeyPath = readonly Key[];
 
 /** Reports one problem at a key path (relative to what is being checked). */
-export type Report = (keys: KeyPath, message: string) => void;
+/** How a problem is shown: `redact` hides the value at the key (it may be a secret). */
+export interface ReportOptions {
+    readonly redact?: boolean;
+}
+
+export type Report = (keys: KeyPath, message: string, options?: ReportOptions) => void;
 
 /** A reporter whose key paths are relative to `prefix`. */
 export function within(report: Report, prefix: KeyPath): Report {
-    return (keys, message) => report([...prefix, ...keys], message);
+    return (keys, message, options) => report([...prefix, ...keys], message, options);
 }
 
 /** `build.images[0].context`: a key path as a user writes it, without the namespace. */

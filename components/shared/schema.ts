@@ -3,6 +3,7 @@
  * Each section's schema is built from these so errors read the same way.
  */
 import { z } from "zod";
+import { parseCidr } from "./cidr";
 
 export const NAME_RE = /^[a-z][a-z0-9-]{0,39}$/;
 
@@ -18,13 +19,24 @@ export const imageRef = z
         "must be a full image reference: registry/repository[:tag][@sha256:digest]",
     );
 
-/** Build args / environment variables: NAME -> value. */
-export const stringMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "names are letters, digits and _"), z.string());
+/** Most entries of a build args or environment map: more is a mistake, and each one costs every plan. */
+export const MAX_MAP_ENTRIES = 100;
+/** Longest value of a build arg or environment variable, in characters. */
+export const MAX_VALUE_LENGTH = 4096;
+
+/** Build args / environment variables: NAME -> value (at most MAX_MAP_ENTRIES, each at most MAX_VALUE_LENGTH characters). */
+export const stringMap = z
+    .record(z.string().max(128, "names are at most 128 characters").regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "names are letters, digits and _"), z.string().max(MAX_VALUE_LENGTH, `values are at most ${MAX_VALUE_LENGTH} characters`))
+    .superRefine((map, ctx) => {
+        const n = Object.keys(map).length;
+        if (n > MAX_MAP_ENTRIES) ctx.addIssue({ code: "custom", message: `has ${n} entries; at most ${MAX_MAP_ENTRIES}` });
+    });
 
 /** An IPv4 CIDR block. */
-export const cidr = z
-    .string()
-    .regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d|[12]\d|3[0-2])$/, "must be an IPv4 CIDR such as 10.0.0.0/16");
+export const cidr = z.string().superRefine((text, ctx) => {
+    const { problem } = parseCidr(text);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
 
 /** An EC2 instance type (`example` goes into the message). */
 export const instanceType = (example: string) =>
@@ -39,10 +51,28 @@ export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 36
 /** A CloudWatch Logs retention in days. */
 export const logRetentionDays = z.literal(LOG_RETENTION_DAYS, { error: `must be one of ${LOG_RETENTION_DAYS.join(", ")}` });
 
-/** A strict object whose unknown-key error lists the keys that are allowed. */
-export function strict<T extends z.ZodRawShape>(shape: T) {
-    const allowed = Object.keys(shape).sort().join(", ");
+/** A strict object whose unknown-key error lists the keys that are allowed (not the `removed` ones, which the shape keeps only to refuse them with a better message). */
+export function strict<T extends z.ZodRawShape>(shape: T, removed: readonly string[] = []) {
+    const allowed = Object.keys(shape)
+        .filter((k) => !removed.includes(k))
+        .sort()
+        .join(", ");
     return z.strictObject(shape, {
-        error: (issue) => (issue.code === "unrecognized_keys" ? `unknown key; allowed: ${allowed}` : undefined),
+        error: (issue) => {
+            if (issue.code === "unrecognized_keys") return `unknown key; allowed: ${allowed}`;
+            if (issue.code === "invalid_type") return `must be a mapping of keys (${allowed}), not ${describeValue(issue.input)}`;
+            return undefined;
+        },
     });
+}
+
+/** What a value is, in a user's words. */
+export function describeValue(value: unknown): string {
+    if (value === undefined) return "missing";
+    if (value === null) return "empty (null)";
+    if (Array.isArray(value)) return "a list";
+    if (typeof value === "number") return Number.isFinite(value) ? "a number" : "a non-finite number";
+    if (typeof value === "string") return /^-?\d+(\.\d+)?$/.test(value) ? "a number" : "a string";
+    if (typeof value === "boolean") return "true/false";
+    return typeof value;
 }

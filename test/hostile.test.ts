@@ -1,0 +1,280 @@
+/**
+ * Hostile and careless input: each is one clear config error naming the key,
+ * the value (or [redacted] for what may be a secret) and what is allowed,
+ * before anything is registered.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { credentialProblem, credentialValueProblem, isCredentialName } from "../components/shared/credentials";
+import { ingressRangeProblem, isPrivateRange, parseCidr } from "../components/shared/cidr";
+import { cronProblem, scheduleExpressionProblem } from "../components/shared/schedule";
+import { ConfigError, loadStackConfig } from "../components/stack-config";
+import { PROJECT, validBuild, validServe } from "./fixtures";
+import { ROOT, configProblems } from "./harness";
+
+type Json = Record<string, unknown>;
+
+const build = (patch: (b: Json & { images: Json[] }) => void = () => {}): Json => {
+    const b = validBuild() as Json & { images: Json[] };
+    patch(b);
+    return { [`${PROJECT}:build`]: b };
+};
+const image = (b: Json & { images: Json[] }) => b.images[0];
+
+/** The one problem line about `key` (fails if there is none). */
+function lineAbout(problems: readonly string[], key: string): string {
+    const line = problems.find((p) => p.startsWith(`${key} = `));
+    expect(line, `a problem about ${key} in:\n${problems.join("\n")}`).toBeDefined();
+    return line ?? "";
+}
+
+/** Problems of a raw CLI config map (keys as the Pulumi CLI hands them over), with secret keys. */
+function rawProblems(all: Record<string, string>, secretKeys: readonly string[] = []): string[] {
+    try {
+        loadStackConfig(all, { project: PROJECT, stack: "build", projectRoot: ROOT, pathExists: fs.existsSync, isSecret: (k) => secretKeys.includes(k) });
+    } catch (error) {
+        if (error instanceof ConfigError) return [...error.problems];
+        throw error;
+    }
+    return [];
+}
+
+describe("keys outside the project's namespace", () => {
+    const buildJson = JSON.stringify(validBuild());
+    it.each([
+        ["protectData", /^protectData = "false": a config key needs a namespace; did you mean ml-infra:protectData\?/],
+        ["ml_infra:protectData", /^ml_infra:protectData = "false": unknown config namespace "ml_infra"; did you mean ml-infra:protectData\?/],
+        ["mlinfra:protectData", /^mlinfra:protectData = "false": unknown config namespace "mlinfra"; did you mean ml-infra:protectData\?/],
+        ["kubernetes:context", /^kubernetes:context = "false": unknown config namespace "kubernetes" \(namespaces read: ml-infra, aws, pulumi/],
+    ])("%s is an error, not ignored", (key, message) => {
+        const problems = rawProblems({ [`${PROJECT}:build`]: buildJson, [key]: "false" });
+        expect(problems).toHaveLength(1);
+        expect(problems[0]).toMatch(message);
+    });
+
+    it("the providers' and Pulumi's own namespaces are read", () => {
+        expect(rawProblems({ [`${PROJECT}:build`]: buildJson, "aws:region": "us-east-1", "aws:profile": "ci", "pulumi:tags": "{}" })).toEqual([]);
+    });
+});
+
+describe("sections of the wrong shape", () => {
+    it.each([
+        ["a list", "[1,2]", /must be a mapping of keys \(allowedBaseImages, .*targets\), not a list$/],
+        ["a number", "5", /= "5": must be a mapping of keys .* not a number$/],
+        ["a string", "images", /must be a mapping of keys .* not a string$/],
+    ])("a build section that is %s", (_, value, message) => {
+        expect(lineAbout(rawProblems({ [`${PROJECT}:build`]: value }), `${PROJECT}:build`)).toMatch(message);
+    });
+
+    it("never offers the removed build.version as allowed", () => {
+        expect(lineAbout(rawProblems({ [`${PROJECT}:build`]: "[]" }), `${PROJECT}:build`)).not.toContain("version");
+    });
+});
+
+describe("networks", () => {
+    it.each([
+        ["999.1.2.0/24", /octets must be 0 to 255/],
+        ["10.0.0.1/16", /is not a network address \(host bits are set\); did you mean 10\.0\.0\.0\/16\?/],
+        ["10.0.0.0/33", /must be an IPv4 CIDR|prefix length must be 0 to 32/],
+        ["010.0.0.0/16", /without leading zeros/],
+        ["10.0.0.0", /must be an IPv4 CIDR such as 10\.0\.0\.0\/16/],
+    ])("%s is not a network", (cidr, message) => {
+        expect(parseCidr(cidr).problem).toMatch(message);
+        const problems = configProblems({ [`${PROJECT}:network`]: { cidr, availabilityZones: ["us-east-1a", "us-east-1b"] }, [`${PROJECT}:serve`]: validServe() });
+        expect(lineAbout(problems, `${PROJECT}:network.cidr`)).toMatch(message);
+    });
+
+    it("private address space is 10/8, 172.16/12, 192.168/16 and 100.64/10, whole ranges only", () => {
+        for (const r of ["10.0.0.0/8", "10.20.0.0/16", "172.31.0.0/16", "192.168.1.0/24", "100.64.0.0/10"]) expect(isPrivateRange(r), r).toBe(true);
+        for (const r of ["8.0.0.0/8", "172.32.0.0/16", "10.0.0.0/7", "0.0.0.0/0", "100.128.0.0/10", "192.169.0.0/16"]) expect(isPrivateRange(r), r).toBe(false);
+    });
+
+    it.each(["8.0.0.0/8", "52.0.0.0/8", "1.2.3.4/32", "0.0.0.0/1", "172.32.0.0/11"])("ingress from public %s is refused whatever its prefix", (cidr) => {
+        expect(ingressRangeProblem(cidr)).toMatch(/public address space .* private networks only/);
+    });
+
+    it("a runners stack refuses public CI ranges, and an endpoint security group open to public space", () => {
+        const problems = configProblems({
+            [`${PROJECT}:network`]: { mode: "existing", vpcId: "vpc-0123456789abcdef0", privateSubnetIds: ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"], endpointSecurityGroup: { vpcCidr: "8.0.0.0/8" } },
+            [`${PROJECT}:runners`]: { ciSources: { cidrs: ["10.0.0.0/16", "52.0.0.0/8"] }, pools: { amd64: {} } },
+        }, "runners");
+        expect(lineAbout(problems, `${PROJECT}:network.endpointSecurityGroup.vpcCidr`)).toMatch(/public address space/);
+        expect(lineAbout(problems, `${PROJECT}:runners.ciSources.cidrs[1]`)).toMatch(/public address space.*SSM tunnel/);
+        expect(problems.some((p) => p.includes("ciSources.cidrs[0]"))).toBe(false);
+    });
+
+    it("a VPC range must be private address space", () => {
+        const problems = configProblems({ [`${PROJECT}:network`]: { cidr: "52.0.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"] }, [`${PROJECT}:serve`]: validServe() });
+        expect(lineAbout(problems, `${PROJECT}:network.cidr`)).toMatch(/must be private address space/);
+    });
+});
+
+describe("schedules", () => {
+    it.each([
+        ["$(reboot) * * * *", /minute "\$\(reboot\)" must be/],
+        ["0 20 * * MON-FRI; rm -rf /", /must have 5 fields/],
+        ["61 * * * *", /minute "61"/],
+        ["0 24 * * *", /hour "24"/],
+        ["0 0 0 * *", /day of month "0"/],
+        ["0 0 * 13 *", /month "13"/],
+        ["0 0 * * FRI-MON", /day of week "FRI-MON"/],
+        ["*/0 * * * *", /minute "\*\/0"/],
+        ["0 20 * * *", undefined],
+        ["0 20 * * MON-FRI", undefined],
+        ["*/15 8-18 1,15 JAN-MAR 1-5", undefined],
+    ])("cron %s", (expression, message) => {
+        if (message) expect(cronProblem(expression)).toMatch(message);
+        else expect(cronProblem(expression)).toBeUndefined();
+    });
+
+    it.each([
+        ["rate(5 minutes)", undefined],
+        ["rate(1 hour)", undefined],
+        ["rate(1 hours)", /use "1 hour"/],
+        ["rate(0 minutes)", /at least 1/],
+        ["cron(0 20 ? * MON-FRI *)", undefined],
+        ["cron(0 20 * * MON-FRI *)", /exactly one of day-of-month and day-of-week must be \?/],
+        ["cron(0 20 ? * MON-FRI)", /needs 6 fields/],
+        ["every 5 minutes", /must be rate/],
+    ])("EventBridge schedule %s", (expression, message) => {
+        if (message) expect(scheduleExpressionProblem(expression)).toMatch(message);
+        else expect(scheduleExpressionProblem(expression)).toBeUndefined();
+    });
+
+    it("a scale-to-zero recurrence that is not cron is refused, naming it", () => {
+        const problems = configProblems(
+            {
+                [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"] },
+                [`${PROJECT}:runners`]: { scaleToZeroSchedule: { recurrences: ["0 20 * * MON-FRI", "$(reboot) * * * *"] }, pools: { amd64: {} } },
+            },
+            "runners",
+        );
+        expect(lineAbout(problems, `${PROJECT}:runners.scaleToZeroSchedule.recurrences[1]`)).toMatch(/minute "\$\(reboot\)"/);
+    });
+});
+
+describe("build contexts stay inside the project", () => {
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), "outside-"));
+    const link = path.join(ROOT, ".tmp-escape-link");
+    afterAll(() => {
+        fs.rmSync(outside, { recursive: true, force: true });
+        fs.rmSync(link, { force: true });
+    });
+
+    it.each([
+        ["..", /must stay inside the project .*\.\. leaves it/],
+        ["/", /must be a path relative to the project .* not an absolute one/],
+        ["images/../..", /must stay inside the project/],
+        ["/etc", /not an absolute one/],
+    ])("context %s is refused", (context, message) => {
+        expect(lineAbout(configProblems(build((b) => (image(b).context = context))), `${PROJECT}:build.images[0].context`)).toMatch(message);
+    });
+
+    it("a context that is a symlink out of the project is refused", () => {
+        fs.writeFileSync(path.join(outside, "Dockerfile"), "FROM scratch\n");
+        fs.symlinkSync(outside, link);
+        expect(lineAbout(configProblems(build((b) => (image(b).context = ".tmp-escape-link"))), `${PROJECT}:build.images[0].context`)).toMatch(/is a symlink to/);
+    });
+
+    it("a Dockerfile outside the project is refused", () => {
+        expect(lineAbout(configProblems(build((b) => (image(b).dockerfile = "../../../etc/passwd"))), `${PROJECT}:build.images[0].dockerfile`)).toMatch(/must stay inside the project/);
+    });
+});
+
+describe("bounded sizes", () => {
+    it("45,000 build args are one error, quickly", () => {
+        const many = Object.fromEntries(Array.from({ length: 45_000 }, (_, i) => [`A${i}`, "x"]));
+        const started = Date.now();
+        const problems = configProblems(build((b) => (image(b).buildArgs = many)));
+        expect(Date.now() - started).toBeLessThan(5_000);
+        expect(lineAbout(problems, `${PROJECT}:build.images[0].buildArgs`)).toMatch(/has 45000 entries; at most 100$/);
+        expect(problems).toHaveLength(1);
+    });
+
+    it("a 100 kB build arg value is refused", () => {
+        expect(lineAbout(configProblems(build((b) => (image(b).buildArgs = { BIG: "x".repeat(100_000) }))), `${PROJECT}:build.images[0].buildArgs.BIG`)).toMatch(/at most 4096 characters/);
+    });
+
+    it("too many images and targets are refused", () => {
+        const problems = configProblems(
+            build((b) => {
+                b.images = Array.from({ length: 201 }, (_, i) => ({ name: `img-${i}`, context: "images/inference-server", targets: ["cpu-avx2"] }));
+                b.targets = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`t-${i}`, { extends: "cpu-avx2" }]));
+            }),
+        );
+        expect(lineAbout(problems, `${PROJECT}:build.images`)).toMatch(/at most 200 images/);
+        expect(lineAbout(problems, `${PROJECT}:build.targets`)).toMatch(/declares 51 targets; at most 50/);
+    });
+});
+
+describe("credentials in plain config", () => {
+    it.each([
+        ["AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", true],
+        ["DB_PASSWORD", "hunter2", true],
+        ["MINIO_ROOT_PASSWORD", "minio123", true],
+        ["HF_TOKEN", "x", true],
+        ["apiKey", "x", true],
+        ["OPENAI_API_KEY", "x", true],
+        ["PRIVATE_KEY", "x", true],
+        ["TOKENIZERS_PARALLELISM", "false", false],
+        ["CACHE_KEY", "v1", false],
+        ["KEYRING_BACKEND", "file", false],
+        ["MODEL_DIR", "/opt/model", false],
+        ["PIP_EXTRA_INDEX_URL", "https://__token__:pypi-AgEIcHlwaS5vcmc@pypi.example.com/simple", true],
+        ["PIP_INDEX_URL", "https://pypi.org/simple", false],
+        ["REPO", "https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/org/repo", true],
+        ["NOTE", "AKIAIOSFODNN7EXAMPLE", true],
+        ["NOTE", "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", true],
+        ["NOTE", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", true],
+        ["NOTE", "-----BEGIN RSA PRIVATE KEY-----\nMIIE", true],
+        ["DIGEST", "sha256:5b0c4e3a1c1f7a9d2e8b6c4d0f1a3e5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f", false],
+        ["ROLE", "arn:aws:iam::123456789012:role/inference-task", false],
+        ["FLAGS", "-O3 -march=x86-64-v3 -mavx2 -mfma", false],
+    ])("%s=%s is %s", (name, value, refused) => {
+        expect(credentialProblem(name, value) !== undefined, `${name}=${value}`).toBe(refused);
+    });
+
+    it("names are split into words, so a word inside another is not a secret", () => {
+        expect(isCredentialName("TOKENIZERS_PARALLELISM")).toBe(false);
+        expect(isCredentialName("hfToken")).toBe(true);
+        expect(isCredentialName("client-secret")).toBe(true);
+    });
+
+    it("a service's environment refuses credentials with how to pass them, and never shows the value", () => {
+        const serve = validServe() as Json & { services: Array<Json & { sidecars?: Json[] }> };
+        serve.services[0].environment = { AWS_SECRET_ACCESS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", DB_PASSWORD: "hunter2", LOG_LEVEL: "info" };
+        const problems = configProblems({ [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" }, [`${PROJECT}:serve`]: serve }, "dev");
+        for (const key of ["AWS_SECRET_ACCESS_KEY", "DB_PASSWORD"]) {
+            const line = lineAbout(problems, `${PROJECT}:serve.services[0].environment.${key}`);
+            expect(line).toMatch(/= \[redacted\]: is named like a secret: .* name its ARN under secrets:/);
+        }
+        expect(problems.join("\n")).not.toMatch(/hunter2|wJalrXUtnFEMI/);
+        expect(problems.some((p) => p.includes("LOG_LEVEL"))).toBe(false);
+    });
+
+    it("a build arg with a token in a URL is refused with how to pass a build secret", () => {
+        const problems = configProblems(build((b) => (image(b).buildArgs = { PIP_EXTRA_INDEX_URL: "https://__token__:s3cr3tvalue@pypi.example.com/simple" })));
+        const line = lineAbout(problems, `${PROJECT}:build.images[0].buildArgs.PIP_EXTRA_INDEX_URL`);
+        expect(line).toMatch(/= \[redacted\]: is a URL with credentials in it .* pass it as a build secret/);
+        expect(line).not.toContain("s3cr3tvalue");
+    });
+
+    it("a token anywhere in plain config is refused", () => {
+        const problems = rawProblems({ [`${PROJECT}:build`]: JSON.stringify(validBuild()), [`${PROJECT}:costCenter`]: "ghp_abcdefghijklmnopqrstuvwxyz0123456789" });
+        expect(lineAbout(problems, `${PROJECT}:costCenter`)).toMatch(/= \[redacted\]: looks like a GitHub token/);
+    });
+
+    it("build secrets written in clear are refused; set with --secret they are accepted", () => {
+        const all = { [`${PROJECT}:build`]: JSON.stringify(validBuild()), [`${PROJECT}:buildSecrets`]: JSON.stringify({ hf_token: "hf_abc" }) };
+        expect(lineAbout(rawProblems(all), `${PROJECT}:buildSecrets`)).toMatch(/= \[secret\]: is plain text in the stack file: set each value with pulumi config set --secret/);
+        expect(rawProblems(all, [`${PROJECT}:buildSecrets`])).toEqual([]);
+    });
+
+    it("values shaped like credentials are recognised, and ordinary values are not (sample)", () => {
+        for (const v of ["images/inference-server", "us-east-1", "ml-models-123456789012", "classifier/2026-11-01", "0 20 * * MON-FRI", "s3://bucket/prefix"]) {
+            expect(credentialValueProblem(v), v).toBeUndefined();
+        }
+    });
+});
