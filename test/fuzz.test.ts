@@ -18,7 +18,8 @@ import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/regist
 import { isDigestRef } from "../components/shared/image-refs";
 import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/shared/hardware";
 import { runPolicies } from "../policy/policies";
-import { evaluate, evaluateFailure, loadConfig } from "./harness";
+import * as path from "node:path";
+import { ROOT, evaluate, evaluateFailure, loadConfig } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? "1");
@@ -233,6 +234,128 @@ describe("pure builders", () => {
             }),
             { numRuns: SCHEMA_RUNS },
         );
+    });
+});
+
+// ---------------------------------------------------------------- hostile input classes
+
+describe("hostile input classes", () => {
+    const configProblemsOf = (config: Record<string, unknown>, stack = "build"): string[] => {
+        try {
+            loadConfig(config, stack);
+        } catch (error) {
+            if (error instanceof ConfigError) return [...error.problems];
+            throw error;
+        }
+        return [];
+    };
+    const oneImage = (patch: Record<string, unknown>) => ({
+        [`${PROJECT}:build`]: { builder: "ci-builder", allowedBaseImages: CATALOG_BASES, images: [{ name: "inference", context: CONTEXT, targets: ["cpu-avx2"], ...patch }] },
+    });
+
+    /** Values shaped like credentials: token formats, URLs with user info, long opaque keys. */
+    const credentialValue = fc.oneof(
+        fc.stringMatching(/^AKIA[A-Z0-9]{16}$/),
+        fc.stringMatching(/^ghp_[A-Za-z0-9]{36}$/),
+        fc.stringMatching(/^hf_[A-Za-z0-9]{34}$/),
+        fc.stringMatching(/^sk-[A-Za-z0-9]{40}$/),
+        fc.tuple(fc.stringMatching(/^[a-z_]{1,10}$/), fc.stringMatching(/^[A-Za-z0-9]{4,30}$/), fc.constantFrom("pypi.example.com/simple", "git.example.com/org/repo.git")).map(([u, p, h]) => `https://${u}:${p}@${h}`),
+        fc.stringMatching(/^[A-Za-z0-9]{40}$/).filter((v) => /[a-z]/.test(v) && /[A-Z]/.test(v) && /\d/.test(v)),
+    );
+    const plainName = fc.constantFrom("INDEX_URL", "MODEL_REPO", "NOTE", "FLAGS", "MIRROR");
+
+    it(`a credential-shaped value in a build arg is refused at its key, never shown (${SCHEMA_RUNS} runs)`, () => {
+        fc.assert(
+            fc.property(plainName, credentialValue, (name, value) => {
+                counts.schema++;
+                const problems = configProblemsOf(oneImage({ buildArgs: { [name]: value } }));
+                expect(problems.some((p) => p.startsWith(`${PROJECT}:build.images[0].buildArgs.${name} = [redacted]: `))).toBe(true);
+                expect(problems.join("\n")).not.toContain(value);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    it(`ordinary build args pass (${SCHEMA_RUNS} runs)`, () => {
+        const ordinary = fc.oneof(fc.constantFrom("-O3 -mavx2", "true", "false", "https://pypi.org/simple", "cu128", "8.0;9.0"), fc.stringMatching(/^[a-z0-9._-]{0,20}$/));
+        fc.assert(
+            fc.property(plainName, ordinary, (name, value) => {
+                counts.schema++;
+                expect(configProblemsOf(oneImage({ buildArgs: { [name]: value } }))).toEqual([]);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    it(`a context path that leaves the project is refused (${SCHEMA_RUNS} runs)`, () => {
+        const escaping = fc.oneof(
+            fc.array(fc.constantFrom("..", "images", "."), { minLength: 1, maxLength: 6 }).map((parts) => [...parts, "..", ".."].join("/")),
+            fc.stringMatching(/^\/[a-z]{0,10}$/),
+        );
+        fc.assert(
+            fc.property(escaping, (context) => {
+                fc.pre(path.isAbsolute(context) || path.relative(ROOT, path.resolve(ROOT, context)).startsWith(".."));
+                counts.schema++;
+                const problems = configProblemsOf(oneImage({ context }));
+                expect(problems.some((p) => p.startsWith(`${PROJECT}:build.images[0].context = `) && /inside the project|relative to the project/.test(p)), problems.join("; ")).toBe(true);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+    });
+
+    /** A runners stack whose registry can serve the BuildKit image, with these recurrences and CI ranges. */
+    const runnersStack = (o: { recurrences?: string[]; cidrs?: string[] }) => ({
+        [`${PROJECT}:network`]: { mode: "existing", vpcId: "vpc-0123456789abcdef0", privateSubnetIds: ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"] },
+        [`${PROJECT}:registry`]: { pullThrough: { dockerHub: { secretName: "ecr-pullthroughcache/docker-hub" } } },
+        [`${PROJECT}:runners`]: {
+            ...(o.recurrences ? { scaleToZeroSchedule: { recurrences: o.recurrences } } : {}),
+            ...(o.cidrs ? { ciSources: { cidrs: o.cidrs } } : {}),
+            pools: { amd64: {} },
+        },
+    });
+
+    it(`CIDRs: not a network is refused, a public range is refused as ingress, a private network is accepted (${SCHEMA_RUNS} runs)`, () => {
+        const first = fc.oneof(fc.constantFrom(10, 172, 192, 100), fc.integer({ min: 0, max: 300 }));
+        const second = fc.oneof(fc.constantFrom(16, 31, 168, 64, 127, 0), fc.integer({ min: 0, max: 255 }));
+        const cidrArb = fc.tuple(first, second, fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 34 }), fc.boolean());
+        let privates = 0;
+        fc.assert(
+            fc.property(cidrArb, ([a, b, c, d, p, align]) => {
+                counts.schema++;
+                const raw = ((a * 256 + b) * 256 + c) * 256 + d;
+                const size = p <= 32 ? 2 ** (32 - p) : 1;
+                const address = align ? raw - (raw % size) : raw;
+                const octets = [Math.floor(address / 2 ** 24), Math.floor(address / 2 ** 16) % 256, Math.floor(address / 256) % 256, address % 256];
+                const cidr = `${octets.join(".")}/${p}`;
+                const problems = configProblemsOf(runnersStack({ cidrs: [cidr] }), "runners");
+                const valid = octets[0] <= 255 && p <= 32 && address % size === 0;
+                const [o1, o2] = octets;
+                const isPrivate = valid && ((o1 === 10 && p >= 8) || (o1 === 172 && o2 >= 16 && o2 < 32 && p >= 12) || (o1 === 192 && o2 === 168 && p >= 16) || (o1 === 100 && o2 >= 64 && o2 < 128 && p >= 10));
+                if (isPrivate) privates++;
+                expect(problems.length === 0, `${cidr}: ${problems.join("; ")}`).toBe(isPrivate);
+                if (!isPrivate) expect(problems[0]).toMatch(/^ml-infra:runners\.ciSources\.cidrs\[0\] = /);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+        expect(privates, "the generator reaches private networks too").toBeGreaterThan(SCHEMA_RUNS / 20);
+    });
+
+    it(`schedules: anything but a valid five-field cron is refused at its key (${SCHEMA_RUNS} runs)`, () => {
+        const field = fc.oneof(fc.constant("*"), fc.integer({ min: 0, max: 70 }).map(String), fc.constantFrom("MON-FRI", "*/5", "1-5", "$(id)", "`x`", ";", "0,30"));
+        let accepted = 0;
+        fc.assert(
+            fc.property(fc.array(field, { minLength: 1, maxLength: 7 }), (fields) => {
+                counts.schema++;
+                const expression = fields.join(" ");
+                const problems = configProblemsOf(runnersStack({ recurrences: [expression] }), "runners");
+                if (problems.length > 0) expect(problems[0]).toMatch(/^ml-infra:runners\.scaleToZeroSchedule\.recurrences\[0\] = /);
+                else accepted++;
+                const shellish = fields.some((f) => /[$`;]/.test(f));
+                if (shellish || fields.length !== 5) expect(problems.length).toBeGreaterThan(0);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+        expect(accepted, "valid expressions are accepted").toBeGreaterThan(0);
     });
 });
 
