@@ -20,6 +20,7 @@ import { type RunnersStackFacts, runnersStackFacts } from "./components/build/ru
 import { multiArchTag } from "./components/build/release";
 import { type BaseImages, MultiArchImage, TargetImage } from "./components/build/target-image";
 import { LocalService } from "./components/local/local-service";
+import { builtSidecarImage } from "./components/local/schema";
 import { PrivateNetwork } from "./components/network/private-network";
 import { PullThroughCache } from "./components/registry/pull-through-cache";
 import { UPSTREAMS, type UpstreamKey, resolveThroughCache } from "./components/registry/pullthrough";
@@ -307,13 +308,25 @@ function buildSection(config: StackConfig, build: BuildConfig, runners: RunnersS
 
 // ---------------------------------------------------------------- local stack
 
+/**
+ * The local stack's services on this machine's Docker: each server runs this
+ * stack's build of its image and target by digest, and so does each sidecar
+ * that names one of this stack's images (the config check guarantees the build exists).
+ */
 function localSection(config: StackConfig, localConfig: NonNullable<StackConfig["local"]>, builds: BuildOutputs) {
     const labels = { "ml-infra.project": config.project, "ml-infra.stack": config.stack };
     return Object.fromEntries(
         localConfig.services.map((service) => {
             const ref = builds.built[service.image][service.target].ref;
-            const svc = new LocalService(service.name, { service, image: ref, labels });
-            return [service.name, pulumi.all({ url: svc.url, ref })];
+            const sidecarImages: Record<string, pulumi.Output<string>> = {};
+            for (const sidecar of service.sidecars) {
+                const build = builtSidecarImage(sidecar, service);
+                if (build) sidecarImages[sidecar.name] = builds.built[build.image][build.target].ref;
+            }
+            const svc = new LocalService(service.name, { service, image: ref, sidecarImages, labels });
+            const sidecars: Record<string, pulumi.Output<string>> = {};
+            for (const s of service.sidecars) sidecars[s.name] = sidecarImages[s.name] ?? pulumi.output(s.image);
+            return [service.name, pulumi.output({ url: svc.url, ref, sidecars })];
         }),
     );
 }

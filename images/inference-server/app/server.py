@@ -2,6 +2,8 @@
 
 GET  /healthz      -> {"status": "ok", "target": ..., "isa": ...}
 POST /v1/infer     {"inputs": [[64 floats], ...]} -> {"outputs": [[10 probabilities], ...]}
+GET  /metrics      -> Prometheus text format 0.0.4 (request counts and latency by
+                      path, model load time; see metrics.py), on the same port
 
 The dense layers run in a C kernel compiled for the image's hardware target.
 At start the server checks that this CPU has the instruction sets the target
@@ -14,9 +16,13 @@ import json
 import os
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+
+from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from metrics import ServerMetrics
 
 EXIT_WRONG_CPU = 78  # EX_CONFIG: this image does not fit this host
 MAX_BODY_BYTES = 1 << 20
@@ -81,23 +87,46 @@ class Model:
         return (e / e.sum()).tolist()
 
 
-def make_handler(model: Model, target: str):
+def make_handler(model: Model, target: str, metrics: ServerMetrics):
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
+            self._send_bytes(code, json.dumps(body).encode(), "application/json")
+
+        def _send_bytes(self, code: int, data: bytes, content_type: str) -> None:
+            self._status = code
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
+        def _measured(self, answer) -> None:
+            """Answers the request and records it: count by path and status, latency, in flight."""
+            started = time.perf_counter()
+            self._status = 500
+            metrics.in_flight.inc()
+            try:
+                answer()
+            finally:
+                metrics.in_flight.dec()
+                metrics.observe_request(self.path, self._status, time.perf_counter() - started)
+
         def do_GET(self):  # noqa: N802
-            if self.path == "/healthz":
+            self._measured(self._get)
+
+        def do_POST(self):  # noqa: N802
+            self._measured(self._post)
+
+        def _get(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
                 self._send(200, {"status": "ok", "target": target, "isa": model.isa})
+            elif path == "/metrics":
+                self._send_bytes(200, metrics.render().encode(), METRICS_CONTENT_TYPE)
             else:
                 self._send(404, {"error": "not found"})
 
-        def do_POST(self):  # noqa: N802
+        def _post(self) -> None:
             if self.path != "/v1/infer":
                 self._send(404, {"error": "not found"})
                 return
@@ -111,6 +140,7 @@ def make_handler(model: Model, target: str):
             except (ValueError, KeyError, TypeError) as err:
                 self._send(400, {"error": str(err)})
                 return
+            metrics.inputs.inc(len(outputs))
             self._send(200, {"outputs": outputs, "target": target})
 
         def log_message(self, fmt, *args):
@@ -122,11 +152,15 @@ def make_handler(model: Model, target: str):
 def main() -> None:
     target = os.environ.get("TARGET_NAME", "unknown")
     check_cpu(target, os.environ.get("REQUIRED_CPU_FEATURES", "").split())
+    metrics = ServerMetrics()
+    loading = time.perf_counter()
     model = Model(os.environ["MODEL_PATH"], os.environ["KERNEL_PATH"])
+    metrics.model_load.set(time.perf_counter() - loading)
+    metrics.model_info.set(1, target=target, isa=model.isa, model=os.path.basename(os.environ["MODEL_PATH"]))
     if os.environ.get("REQUIRE_GPU") == "1":
         check_gpu(target, model.lib)
     port = int(os.environ.get("PORT", "8080"))
-    server = ThreadingHTTPServer((os.environ.get("BIND", "0.0.0.0"), port), make_handler(model, target))
+    server = ThreadingHTTPServer((os.environ.get("BIND", "0.0.0.0"), port), make_handler(model, target, metrics))
     # As PID 1 in a container SIGTERM would otherwise be ignored until SIGKILL.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.stderr.write(f"serving target {target} ({model.isa} kernel) on port {port}\n")
