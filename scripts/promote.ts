@@ -111,7 +111,7 @@ export const MODEL_PREFIX: ServiceValue = {
     scope: "service",
     label: "model.prefix",
     path: ["model", "prefix"],
-    check: (prefix) => (/^[A-Za-z0-9!_.'()=-]+(\/[A-Za-z0-9!_.'()=-]+)*$/.test(prefix) ? undefined : `model prefix ${JSON.stringify(prefix)} is not an S3 key path`),
+    // Its form is the config schema's (checked when the result is validated, before anything is written).
 };
 
 /**

@@ -59,11 +59,16 @@ describe("a first deployment, stack by stack, each reading the one before", () =
         expect(build.resources.filter((r) => r.type === "ml-infra:build:BuildRunnerPool")).toEqual([]);
     });
 
-    it("dev: reads the build stack and deploys its digests", () => {
+    it("dev: reads the build stack and deploys its digests, the servers' and every sidecar's, from its registry", () => {
         expect(dev.ofType("pulumi:pulumi:StackReference").map((r) => r.inputs.name)).toEqual(["organization/ml-infra/build"]);
-        for (const d of Object.values(dev.outputs.deployments as Record<string, { ref: string; source: string }>)) {
+        const built = JSON.stringify(build.outputs.images);
+        for (const d of Object.values(dev.outputs.deployments as Record<string, { ref: string; source: string; images: Array<{ container: string; ref: string }> }>)) {
             expect(d.source).toBe("build-stack");
             expect(d.ref).toMatch(/@sha256:[0-9a-f]{64}$/);
+            for (const i of d.images) {
+                expect(i.ref.startsWith(`${REGISTRY_HOST}/ml/`), `${i.container}: ${i.ref}`).toBe(true);
+                expect(built, `${i.container}: ${i.ref} is one the build stack exports`).toContain(i.ref);
+            }
         }
     });
 
@@ -116,7 +121,7 @@ describe("a security group is referenced only in a VPC that has it", () => {
     });
     const serveWith = (mode: "create" | "existing") => ({
         "ml-infra:network": { ...network(mode), ...(mode === "create" ? { natGateways: "single" } : {}) },
-        "ml-infra:serve": { ...(stackFileConfig("staging")["ml-infra:serve"] as object), clients: { securityGroupIds: ["sg-0123456789abcdef0"] } },
+        "ml-infra:serve": { ...(stackFileConfig("dev")["ml-infra:serve"] as object), clients: { securityGroupIds: ["sg-0123456789abcdef0"] } },
     });
 
     it.each([

@@ -77,6 +77,15 @@ export function sidecarImageOutputs(seed = "sidecars"): Record<string, unknown> 
 }
 
 /**
+ * Build stack outputs with every sidecar image an environment runs: those the
+ * outputs have, and made-up ones (sidecarImageOutputs) for those they lack.
+ */
+export function withSidecarImages(outputs: Record<string, unknown>, seed = "sidecars"): Record<string, unknown> {
+    const images = (outputs.images ?? {}) as Record<string, unknown>;
+    return { ...outputs, images: { ...sidecarImageOutputs(seed), ...images } };
+}
+
+/**
  * A stack file of stacks/ as `npm run promote -- --from-outputs` would leave
  * it after promoting from `outputs` (promote's own engine, in memory): its
  * text, its config and what changed. Tests of staging and prod evaluate these

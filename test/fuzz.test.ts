@@ -16,7 +16,9 @@ import { ConfigError } from "../components/shared/problems";
 import { releaseLifecyclePolicy } from "../components/build/lifecycle";
 import { UPSTREAMS, parseImage, resolveThroughCache } from "../components/registry/pullthrough";
 import { isDigestRef } from "../components/shared/image-refs";
-import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems } from "../components/shared/hardware";
+import { CATALOG, KNOWN_CUDA_ARCHS, cudaArchProblems, resolveTarget } from "../components/shared/hardware";
+import { digestProblem, resolveServeImages } from "../components/serve/images";
+import { serveSchema } from "../components/serve/schema";
 import { runPolicies } from "../policy/policies";
 import * as path from "node:path";
 import { ROOT, evaluate, evaluateFailure, loadConfig } from "./harness";
@@ -176,6 +178,63 @@ describe("arbitrary input", () => {
             }),
             { numRuns: SCHEMA_RUNS },
         );
+    });
+});
+
+// ---------------------------------------------------------------- serve: where images come from
+
+describe("serve images", () => {
+    const REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const hex64 = fc.stringMatching(/^[0-9a-f]{64}$/);
+    /** A digest: mostly real-looking, sometimes a placeholder, upper-case, too short or too long. */
+    const digest = fc.oneof(
+        { weight: 6, arbitrary: hex64.map((h) => ({ text: `sha256:${h}`, ok: digestProblem(`sha256:${h}`) === undefined })) },
+        { weight: 1, arbitrary: fc.constantFrom(`sha256:${"0".repeat(64)}`, `sha256:${"0".repeat(63)}1`, `sha256:${"ab12".repeat(16)}`).map((text) => ({ text, ok: false })) },
+        { weight: 1, arbitrary: hex64.map((h) => ({ text: `sha256:${h.toUpperCase()}`, ok: h.toUpperCase() === h && digestProblem(`sha256:${h}`) === undefined })) },
+        { weight: 1, arbitrary: fc.tuple(hex64, fc.constantFrom(-1, 1)).map(([h, d]) => ({ text: `sha256:${d < 0 ? h.slice(1) : `${h}0`}`, ok: false })) },
+    );
+    /** A reference to `image`: our registry or another, its repository or another's, with or without a tag. */
+    const refTo = (image: string) => fc.oneof({ weight: 4, arbitrary: goodRef(image) }, { weight: 1, arbitrary: anyRef(image) });
+    const goodRef = (image: string) => hex64.filter((h) => digestProblem(`sha256:${h}`) === undefined).map((h) => ({ text: `${REGISTRY}/ml/${image}@sha256:${h}`, digest: `sha256:${h}`, ok: true }));
+    const anyRef = (image: string) =>
+        fc
+            .record({
+                host: fc.constantFrom(REGISTRY, REGISTRY, REGISTRY, "210987654321.dkr.ecr.us-east-1.amazonaws.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "ghcr.io"),
+                repository: fc.constantFrom(`ml/${image}`, `ml/${image}`, `team/${image}`, "ml/other"),
+                tag: fc.constantFrom("", "", "", ":v1"),
+                digest,
+            })
+            .map((r) => ({
+                text: `${r.host}/${r.repository}${r.tag}@${r.digest.text}`,
+                digest: r.digest.text,
+                ok: r.digest.ok && r.host === REGISTRY && r.repository === `ml/${image}` && r.tag === "",
+            }));
+
+    it(`an image is deployed only when it is a digest a build could produce, in the stack's registry, in <prefix>/<image>, one digest per image (${SCHEMA_RUNS} runs)`, () => {
+        const targets = { "cpu-avx2": resolveTarget("cpu-avx2", CATALOG["cpu-avx2"]) };
+        let accepted = 0;
+        let refused = 0;
+        fc.assert(
+            fc.property(refTo("inference"), refTo("model-sync"), refTo("metrics-exporter"), (server, sync, metrics) => {
+                counts.schema++;
+                const serve = serveSchema.parse({
+                    requirePinned: true,
+                    clients: { cidrs: ["10.0.0.0/16"] },
+                    sidecarImages: { "model-sync": sync.text, "metrics-exporter": metrics.text },
+                    services: [{ name: "a", image: "inference", target: "cpu-avx2", ref: server.text, model: { bucket: "ml-models-1", prefix: "m/1" }, sidecars: [{ kind: "metrics-exporter" }] }],
+                });
+                const { problems } = resolveServeImages(serve, targets, { account: "123456789012", region: "us-east-1" });
+                const distinct = new Set([server.digest, sync.digest, metrics.digest]).size === 3;
+                expect(problems.length === 0, JSON.stringify({ server, sync, metrics, problems })).toBe(server.ok && sync.ok && metrics.ok && distinct);
+                if (problems.length === 0) accepted++;
+                else refused++;
+                // Every problem names the key of a bad value.
+                for (const p of problems) expect(["services", "sidecarImages"]).toContain(p.keys[0]);
+            }),
+            { numRuns: SCHEMA_RUNS },
+        );
+        expect(accepted, "some stacks are accepted").toBeGreaterThan(0);
+        expect(refused, "some stacks are refused").toBeGreaterThan(0);
     });
 });
 

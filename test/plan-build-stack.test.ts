@@ -12,17 +12,21 @@ import { main, plan } from "../scripts/plan";
 import { stackReferencesOf } from "../scripts/lib/mock-runtime";
 import { STACKS_DIR, importProgram } from "./harness";
 import { CATALOG } from "../components/shared/hardware";
-import { PROJECT } from "./fixtures";
+import { PROJECT, digestOf, withSidecarImages } from "./fixtures";
 
 const read = (stack: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8");
 const tmp = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 const REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-const digest = (c: string) => `sha256:${c.repeat(64)}`;
+const digest = (c: string) => digestOf(c);
 
 /** A small build stack (the images dev deploys, nothing else) with this repository prefix. */
 const BASES = [...new Set(["cpu-avx2", "arm64-neon", "cuda12"].flatMap((t) => [CATALOG[t].baseImage, CATALOG[t].runtimeBaseImage ?? CATALOG[t].baseImage]))];
+/** The sidecar images dev runs (model-fetch: model-sync), each a multi-arch index. */
+const SIDECAR_IMAGES = ["model-sync", "metrics-exporter", "log-router"]
+    .map((name) => `      - name: ${name}\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon]\n        multiArch: {amd64: cpu-avx2, arm64: arm64-neon}\n`)
+    .join("");
 const buildStack = (prefix: string) =>
-    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    repositoryPrefix: ${prefix}\n    builder: ci-builder\n    allowedBaseImages: ${JSON.stringify(BASES)}\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n`;
+    `config:\n  aws:region: us-east-1\n  ${PROJECT}:build:\n    repositoryPrefix: ${prefix}\n    builder: ci-builder\n    allowedBaseImages: ${JSON.stringify(BASES)}\n    images:\n      - name: inference\n        context: images/inference-server\n        targets: [cpu-avx2, arm64-neon, cuda12]\n${SIDECAR_IMAGES}`;
 
 /** dev, following `buildStack`. */
 const devFollowing = (buildStack: string) => read("dev").replace(`${PROJECT}:serve:\n`, `${PROJECT}:serve:\n    buildStack: ${buildStack}\n`);
@@ -49,7 +53,7 @@ describe("a stack that follows a build stack", () => {
         const cwd = tmp("plan-cwd-");
         const targets = { "cpu-avx2": "a", "arm64-neon": "b", cuda12: "c" };
         const images = { inference: { targets: Object.fromEntries(Object.entries(targets).map(([t, c]) => [t, { ref: `${REGISTRY}/ml/inference@${digest(c)}` }])) } };
-        fs.writeFileSync(path.join(cwd, "outputs.json"), JSON.stringify({ images, runners: "[secret]" }));
+        fs.writeFileSync(path.join(cwd, "outputs.json"), JSON.stringify({ ...withSidecarImages({ images }), runners: "[secret]" }));
         // Following a build stack whose file does not exist: only the outputs file can satisfy it.
         fs.writeFileSync(path.join(cwd, "Pulumi.dev.yaml"), devFollowing("organization/ml-infra/nowhere"));
         const log: string[] = [];
@@ -77,7 +81,7 @@ describe("a stack that follows a build stack", () => {
         await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/is a stack of project other-project, not ml-infra/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), devFollowing("other"));
-        fs.writeFileSync(path.join(dir, "Pulumi.other.yaml"), read("staging"));
+        fs.writeFileSync(path.join(dir, "Pulumi.other.yaml"), read("prod"));
         await expect(plan("dev", undefined, importProgram, { stacksDir: dir })).rejects.toThrow(/Pulumi\.dev\.yaml\): .*Pulumi\.other\.yaml \(serve\.buildStack of stack dev\) has no ml-infra:build section/);
 
         fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), "config:\n  - a list\n");

@@ -14,7 +14,7 @@ import { cli, main, redactOutputs } from "../scripts/plan";
 import { SECRET_STAND_IN, cliValues } from "../scripts/lib/secure-config";
 import { evaluate } from "../scripts/lib/mock-runtime";
 import { type ProgramLoader, STACKS_DIR, cliConfig, cliSecretKeys, importProgram } from "./harness";
-import { PROJECT } from "./fixtures";
+import { PROJECT, promotedStack, refOf, withSidecarImages } from "./fixtures";
 
 const read = (stack: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8");
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "plan-secrets-"));
@@ -52,7 +52,10 @@ describe("secure config values in the offline plan", () => {
     });
 
     it("inside a structured value (serve): the value is a stand-in string that passes the schema", async () => {
-        const text = read("staging").replace("        model:\n", `        environment:\n          API_TOKEN:\n            secure: ${CIPHERTEXT}\n        model:\n`);
+        const text = promotedStack("staging", withSidecarImages({ images: { inference: { targets: Object.fromEntries(["cpu-avx2", "arm64-neon", "cuda12"].map((t) => [t, { ref: refOf("inference", t) }])) } } })).text.replace(
+            "        model:\n",
+            `        environment:\n          API_TOKEN:\n            secure: ${CIPHERTEXT}\n        model:\n`,
+        );
         const { code, json } = await planOf(text, "staging");
         expect(code).toBe(0);
         expect(json).not.toContain(CIPHERTEXT);

@@ -3,22 +3,37 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { diffPlans, main, plan, renderDiff, renderTree, renderViolations, stableJson } from "../scripts/plan";
+import { cli, diffPlans, main, plan, renderDiff, renderTree, renderViolations, stableJson } from "../scripts/plan";
 import { promote } from "../scripts/promote";
-import { ROOT, STACKS_DIR, importProgram, stackNames } from "./harness";
-import { PROJECT } from "./fixtures";
+import { ROOT, STACKS_DIR, importProgram, requiresPinned, stackFileConfig, stackNames } from "./harness";
+import { PROJECT, digestOf, promotedStack } from "./fixtures";
+
+/** The build stack's plan outputs as `--build-outputs` reads them (what `pulumi stack output --json -s build` gives). */
+let buildOutputsFile: Promise<string> | undefined;
+function buildOutputs(): Promise<string> {
+    buildOutputsFile ??= plan("build", undefined, importProgram).then((p) => {
+        const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "build-outputs-")), "build-outputs.json");
+        fs.writeFileSync(file, JSON.stringify(p.outputs));
+        return file;
+    });
+    return buildOutputsFile;
+}
+
+/** A pinned-only stack (staging, prod) is planned as promotion from the build stack's outputs would leave it. */
+const pinnedOnly = (stack: string) => requiresPinned(stackFileConfig(stack));
 
 describe.each(stackNames())("offline plan of %s", (stack) => {
     it("passes the policy pack, prints a tree with counts, is deterministic, and writes no secret to --json", async () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "plan-json-"));
         const log: string[] = [];
-        expect(await main(["--stack", stack, "--json", "plan.json"], (l) => log.push(l), importProgram, dir)).toBe(0);
+        const outputs = pinnedOnly(stack) ? ["--build-outputs", await buildOutputs()] : [];
+        expect(await main(["--stack", stack, "--json", "plan.json", ...outputs], (l) => log.push(l), importProgram, dir)).toBe(0);
         const written = fs.readFileSync(path.join(dir, "plan.json"), "utf8");
-        const tree = log[0];
+        const tree = log.find((l) => l.startsWith(`stack ${stack}: `)) ?? "";
         expect(tree.split("\n")[0]).toMatch(new RegExp(`^stack ${stack}: \\d+ resources$`));
         expect(tree).toMatch(/count {2}type\n/);
         expect(log).toContain("policy pack: no violations");
-        const second = await plan(stack, undefined, importProgram);
+        const second = await plan(stack, undefined, importProgram, pinnedOnly(stack) ? { buildOutputs: JSON.parse(fs.readFileSync(await buildOutputs(), "utf8")) as Record<string, unknown> } : {});
         expect(second.violations).toEqual([]);
         expect(renderTree(second)).toBe(tree);
         expect(written).toBe(`${stableJson({ stack: second.stack, resources: second.resources, outputs: second.outputs })}\n`);
@@ -31,18 +46,53 @@ describe.each(stackNames())("offline plan of %s", (stack) => {
     });
 });
 
+describe("a pinned-only stack", () => {
+    it.each(["staging", "prod"])("%s is planned with --build-outputs as promotion would leave it, and says so; its file is not written", async (stack) => {
+        const file = path.join(STACKS_DIR, `Pulumi.${stack}.yaml`);
+        const before = fs.readFileSync(file, "utf8");
+        const log: string[] = [];
+        const outputsFile = await buildOutputs();
+        expect(await main(["--stack", stack, "--build-outputs", outputsFile], (l) => log.push(l), importProgram)).toBe(0);
+        expect(log[0]).toMatch(new RegExp(`^planned as promoted: \\d+ value\\(s\\) as \`npm run promote -- --from-outputs ${outputsFile.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} --to ${stack}\` would write them \\(in memory; stacks/Pulumi\\.${stack}\\.yaml is not written\\)\n {2}classifier-cpu: ref \\(followed the build stack\\) -> `));
+        expect(log[0]).toMatch(/\n {2}serve\.sidecarImages\.model-sync: \(not set\) -> 123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com\/ml\/model-sync@sha256:[a-f0-9]{64}/);
+        expect(fs.readFileSync(file, "utf8")).toBe(before);
+        // Every image it would run is one the build stack built, in the mock registry.
+        const p = await plan(stack, undefined, importProgram, { buildOutputs: JSON.parse(fs.readFileSync(outputsFile, "utf8")) as Record<string, unknown> });
+        const images = Object.values((p.outputs as { deployments: Record<string, { images: Array<{ ref: string }> }> }).deployments).flatMap((d) => d.images.map((i) => i.ref));
+        expect(images.length).toBeGreaterThan(0);
+        for (const ref of images) expect(ref).toMatch(/^123456789012\.dkr\.ecr\.us-east-1\.amazonaws\.com\/ml\/[a-z0-9-]+@sha256:[a-f0-9]{64}$/);
+    });
+
+    it("without --build-outputs fails with one config error per value it lacks, each saying to promote first", async () => {
+        const errors: string[] = [];
+        expect(await cli(["--stack", "staging"], { log: () => undefined, error: (l) => errors.push(l), load: importProgram })).toBe(2);
+        const problems = errors.join("\n").split("\n  - ").slice(1);
+        expect(problems.map((p) => p.split(" = ")[0]).sort()).toEqual(
+            ["services[0].ref", "services[1].ref", "services[2].ref", "sidecarImages.log-router", "sidecarImages.metrics-exporter", "sidecarImages.model-sync"].map((k) => `ml-infra:serve.${k}`),
+        );
+        for (const p of problems) expect(p).toMatch(/= \(missing\): .*promotion writes it: npm run promote -- --from-outputs build-outputs\.json --to <this stack>/);
+    });
+});
+
 describe("plan diff", () => {
     it("shows exactly which services change digest in a promotion", async () => {
-        const before = await plan("prod", undefined, importProgram);
-        const read = (s: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${s}.yaml`), "utf8");
-        const promoted = promote({ kind: "stack", name: "staging", text: read("staging") }, read("prod"), PROJECT);
+        const outputs = JSON.parse(fs.readFileSync(await buildOutputs(), "utf8")) as Record<string, unknown>;
+        const before = await plan("prod", undefined, importProgram, { buildOutputs: outputs });
+        // A later build: new digests for the GPU and Arm servers; staging has them, prod is promoted from staging.
+        const images = structuredClone(outputs.images) as Record<string, { targets: Record<string, { ref: string }> }>;
+        images.inference.targets.cuda12.ref = `${images.inference.targets.cuda12.ref.split("@")[0]}@${digestOf("later-gpu")}`;
+        images.inference.targets["arm64-neon"].ref = `${images.inference.targets["arm64-neon"].ref.split("@")[0]}@${digestOf("later-arm")}`;
+        const staging = promotedStack("staging", { ...outputs, images }).text;
+        const prod = promotedStack("prod", outputs).text;
+        const promoted = promote({ kind: "stack", name: "staging", text: staging }, prod, PROJECT);
         const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "plan-")), "Pulumi.prod.yaml");
         fs.writeFileSync(file, promoted.text);
         const after = await plan("prod", file, importProgram);
         const diff = diffPlans(JSON.parse(stableJson(before)), after);
-        expect(diff.digests.map((d) => d.service)).toEqual(promoted.changes.map((c) => c.service).sort());
+        expect(diff.digests.map((d) => d.service)).toEqual(["classifier-arm", "classifier-gpu"]);
+        expect(promoted.changes.map((c) => c.service).sort()).toEqual(["classifier-arm", "classifier-gpu"]);
         for (const d of diff.digests) expect(d.to).toBe(promoted.changes.find((c) => c.service === d.service)?.to);
-        expect(renderDiff(diff)).toMatch(new RegExp(`deployed digests: ${promoted.changes.length} service\\(s\\) change`));
+        expect(renderDiff(diff)).toMatch(/deployed digests: 2 service\(s\) change/);
     });
 
     it("lists added, removed and changed resources", () => {

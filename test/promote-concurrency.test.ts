@@ -4,21 +4,22 @@
  * or fails with a clear error and changes nothing.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ROOT } from "./harness";
-import { PROJECT } from "./fixtures";
+import { PROJECT, refOf } from "./fixtures";
 
 const N = 8;
-const ref = (n: number) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${n.toString(16).padStart(64, "0")}`;
+const ref = (n: number) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${createHash("sha256").update(String(n)).digest("hex")}`;
 
 function stack(refs: readonly string[]): string {
     const services = refs
         .map((r, i) => `      - name: svc-${i}\n        image: inference\n        target: cpu-avx2\n        ref: ${r}   # svc-${i}\n        model: {bucket: ml-models-123456789012, prefix: classifier/1}\n`)
         .join("");
-    return `# ${N} services\nconfig:\n  aws:region: us-east-1\n  ${PROJECT}:network:\n    cidr: 10.30.0.0/16\n    availabilityZones: [us-east-1a, us-east-1b]\n    natGateways: single\n  ${PROJECT}:serve:\n    requirePinned: true\n    clients: {cidrs: [10.30.0.0/16]}\n    services:\n${services}`;
+    return `# ${N} services\nconfig:\n  aws:region: us-east-1\n  ${PROJECT}:network:\n    cidr: 10.30.0.0/16\n    availabilityZones: [us-east-1a, us-east-1b]\n    natGateways: single\n  ${PROJECT}:serve:\n    requirePinned: true\n    sidecarImages: {model-sync: ${refOf("model-sync")}}\n    clients: {cidrs: [10.30.0.0/16]}\n    services:\n${services}`;
 }
 
 interface Run {

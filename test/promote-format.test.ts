@@ -4,18 +4,23 @@
  * formatting (line endings, BOM, comments, blank lines, quoting, indentation,
  * key order, flow or block style).
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MODEL_PREFIX, REF, SIDECAR_IMAGES, promote } from "../scripts/promote";
-import { STACKS_DIR } from "./harness";
-import { PROJECT } from "./fixtures";
+import { PROJECT, REGISTRY, promotedStack, withSidecarImages } from "./fixtures";
 
-const REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const hexOf = (seed: string) => createHash("sha256").update(seed).digest("hex");
 const ref = (hex: string) => `${REGISTRY}/ml/inference@sha256:${hex}`;
-const refOf = (n: number) => ref(n.toString(16).padStart(64, "0"));
-const read = (stack: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8");
+const refOf = (n: number) => ref(hexOf(String(n)));
+/** What a build stack exports for the shipped stacks' services, and every sidecar image, with digests from `seed`. */
+const buildOutputs = (seed: string) =>
+    withSidecarImages(
+        { images: { inference: { targets: Object.fromEntries(["cpu-avx2", "arm64-neon", "cuda12"].map((t) => [t, { ref: ref(hexOf(`${seed}/${t}`)) }])) } } },
+        seed,
+    );
+/** A shipped pinned-only stack file as promotion from a build with digests from `seed` leaves it. */
+const promoted = (stack: string, seed: string) => promotedStack(stack, buildOutputs(seed)).text;
 
 type Quote = "plain" | "single" | "double";
 
@@ -108,7 +113,7 @@ describe("promote edits only the bytes of the values it changes", () => {
                 const oldRefs = l.services.map((_, i) => refOf(1000 + i));
                 const newRefs = l.services.map((_, i) => (same[i] ? oldRefs[i] : refOf(2000 + i)));
                 const before = render(l, oldRefs);
-                const result = promote({ kind: "stack", name: "staging", text: sourceText(newRefs) }, before, PROJECT);
+                const result = promote({ kind: "stack", name: "staging", text: sourceText(newRefs) }, before, PROJECT, { values: [REF] });
                 expect(result.text).toBe(render(l, newRefs));
                 expect(result.changes.map((c) => c.service)).toEqual(l.services.flatMap((_, i) => (same[i] ? [] : [`svc-${i}`])));
                 expect(result.unchanged).toEqual(l.services.flatMap((_, i) => (same[i] ? [`svc-${i}`] : [])));
@@ -117,20 +122,33 @@ describe("promote edits only the bytes of the values it changes", () => {
         );
     });
 
-    it("prod from staging: exactly the differing refs are replaced, every other byte is the same", () => {
-        const prod = read("prod");
-        const result = promote({ kind: "stack", name: "staging", text: read("staging") }, prod, PROJECT);
+    it("prod from staging: exactly the differing values are replaced, every other byte is the same", () => {
+        const prod = promoted("prod", "build-1");
+        const staging = promoted("staging", "build-2");
+        const result = promote({ kind: "stack", name: "staging", text: staging }, prod, PROJECT);
         expect(result.changes.length).toBeGreaterThan(0);
         let expected = prod;
         for (const c of result.changes) expected = expected.replace(c.from as string, c.to);
         expect(result.text).toBe(expected);
         // The same file with CRLF line endings and a BOM stays CRLF with a BOM.
         const crlf = `\uFEFF${prod.replace(/\n/g, "\r\n")}`;
-        const again = promote({ kind: "stack", name: "staging", text: read("staging") }, crlf, PROJECT);
+        const again = promote({ kind: "stack", name: "staging", text: staging }, crlf, PROJECT);
         expect(again.text).toBe(`\uFEFF${expected.replace(/\n/g, "\r\n")}`);
     });
 
-    const D = (c: string) => ref(c.repeat(64));
+    it("adds serve.sidecarImages where a pinned-only stack has none, after requirePinned, in the file's own line endings", () => {
+        const staging = promotedStack("staging", buildOutputs("build-1")).config[`${PROJECT}:serve`] as { sidecarImages: Record<string, string> };
+        const dest = `config:\r\n  aws:region: us-east-1\r\n  ${PROJECT}:serve:\r\n    requirePinned: true   # staging\r\n    services:\r\n      - {name: a, image: inference, target: cpu-avx2, ref: "${refOf(1)}"}\r\n`;
+        const src = `config:\n  ${PROJECT}:serve:\n    services:\n      - {name: a, image: inference, target: cpu-avx2, ref: "${refOf(1)}"}\n    sidecarImages: {model-sync: "${staging.sidecarImages["model-sync"]}"}\n`;
+        const result = promote({ kind: "stack", name: "staging", text: src }, dest, PROJECT, { values: [REF, SIDECAR_IMAGES] });
+        expect(result.text).toBe(dest.replace("# staging\r\n", `# staging\r\n    sidecarImages:\r\n      model-sync: ${staging.sidecarImages["model-sync"]}\r\n`));
+        const flow = `config:\n  ${PROJECT}:serve: {requirePinned: true, services: [{name: a, image: inference, target: cpu-avx2, ref: "${refOf(1)}"}]}\n`;
+        expect(promote({ kind: "stack", name: "staging", text: src }, flow, PROJECT, { values: [REF, SIDECAR_IMAGES] }).text).toBe(
+            flow.replace("requirePinned: true,", `requirePinned: true, sidecarImages: {model-sync: ${staging.sidecarImages["model-sync"]}},`),
+        );
+    });
+
+    const D = (c: string) => ref(hexOf(c));
     const source = (refs: Record<string, string>) => ({
         kind: "stack" as const,
         name: "staging",
@@ -141,22 +159,22 @@ describe("promote edits only the bytes of the values it changes", () => {
 
     it("keeps a block scalar's header and indentation, and its trailing lines", () => {
         const before = `config:\r\n  ${PROJECT}:serve:\r\n    services:\r\n      - name: a\r\n        image: inference\r\n        target: cpu-avx2\r\n        ref: >-   # folded\r\n            ${D("1")}\r\n\r\n        cpu: 1024\r\n`;
-        const result = promote(source({ a: D("2") }), before, PROJECT);
+        const result = promote(source({ a: D("2") }), before, PROJECT, { values: [REF] });
         expect(result.text).toBe(before.replace(D("1"), D("2")));
     });
 
     it("refuses a block scalar whose value would end with a line break, naming it", () => {
         const before = `config:\n  ${PROJECT}:serve:\n    services:\n      - name: a\n        image: inference\n        target: cpu-avx2\n        ref: |\n          ${D("1")}\n`;
-        expect(() => promote(source({ a: D("2") }), before, PROJECT, { destName: "prod" })).toThrow(/services\[0\]\.ref is a block scalar \(\|\)/);
+        expect(() => promote(source({ a: D("2") }), before, PROJECT, { destName: "prod", values: [REF] })).toThrow(/services\[0\]\.ref is a block scalar \(\|\)/);
     });
 
     it("adds a missing ref after target, in the map's own style and line endings", () => {
         const block = `config:\r\n  ${PROJECT}:serve:\r\n    services:\r\n      -   name: a\r\n          image: inference\r\n          target: cpu-avx2   # x86\r\n          cpu: 1024\r\n`;
-        expect(promote(source({ a: D("3") }), block, PROJECT).text).toBe(block.replace("# x86\r\n", `# x86\r\n          ref: ${D("3")}\r\n`));
+        expect(promote(source({ a: D("3") }), block, PROJECT, { values: [REF] }).text).toBe(block.replace("# x86\r\n", `# x86\r\n          ref: ${D("3")}\r\n`));
         const flow = `config:\n  ${PROJECT}:serve:\n    services:\n      - {name: a, image: inference, target: cpu-avx2, cpu: 1024}\n`;
-        expect(promote(source({ a: D("3") }), flow, PROJECT).text).toBe(flow.replace("cpu-avx2,", `cpu-avx2, ref: ${D("3")},`));
+        expect(promote(source({ a: D("3") }), flow, PROJECT, { values: [REF] }).text).toBe(flow.replace("cpu-avx2,", `cpu-avx2, ref: ${D("3")},`));
         const last = `config:\n  ${PROJECT}:serve:\n    services:\n      - name: a\n        image: inference\n        target: cpu-avx2`;
-        expect(promote(source({ a: D("3") }), last, PROJECT).text).toBe(`${last}\n        ref: ${D("3")}`);
+        expect(promote(source({ a: D("3") }), last, PROJECT, { values: [REF] }).text).toBe(`${last}\n        ref: ${D("3")}`);
     });
 
     it("writes a value that cannot be plain as a quoted scalar, and keeps single and double quotes", () => {
@@ -188,7 +206,7 @@ describe("promote edits only the bytes of the values it changes", () => {
 });
 
 describe("the promotion engine is a table of value kinds", () => {
-    const D = (c: string) => ref(c.repeat(64));
+    const D = (c: string) => ref(hexOf(c));
     const dest = [
         "config:",
         `  ${PROJECT}:serve:`,
@@ -234,13 +252,12 @@ describe("the promotion engine is a table of value kinds", () => {
     it("checks each kind's values (sidecar images must be pinned by digest)", () => {
         const bad = src.replace(`log-router: "${D("6")}"`, `log-router: "public.ecr.aws/x/y:latest"`);
         expect(() => promote({ kind: "stack", name: "staging", text: bad }, dest, PROJECT, { values: [REF, SIDECAR_IMAGES] })).toThrow(
-            /serve\.sidecarImages\.log-router in staging: public\.ecr\.aws\/x\/y:latest is not pinned by digest/,
+            /serve\.sidecarImages\.log-router in staging: public\.ecr\.aws\/x\/y:latest is a tag \(":latest"\), not pinned by digest/,
         );
     });
 
-    it("by default promotes only ref", () => {
-        const result = promote({ kind: "stack", name: "staging", text: src }, dest, PROJECT);
-        expect(result.text).toBe(dest);
-        expect(result.unchanged).toEqual(["a"]);
+    it("by default promotes ref, model.prefix and serve.sidecarImages", () => {
+        const all = promote({ kind: "stack", name: "staging", text: src }, dest, PROJECT, { values: [REF, MODEL_PREFIX, SIDECAR_IMAGES], destName: "prod" });
+        expect(promote({ kind: "stack", name: "staging", text: src }, dest, PROJECT, { destName: "prod" })).toEqual(all);
     });
 });

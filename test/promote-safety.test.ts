@@ -4,6 +4,7 @@
  * every service, and writes atomically under a lock.
  */
 import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -11,10 +12,19 @@ import { describe, expect, it } from "vitest";
 import { acquireLock, lockPathOf, writeFileAtomic } from "../scripts/lib/file-lock";
 import { main, promote } from "../scripts/promote";
 import { ROOT, STACKS_DIR } from "./harness";
-import { PROJECT } from "./fixtures";
+import { PROJECT, refOf, withSidecarImages } from "./fixtures";
 
 const read = (stack: string) => fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8");
-const D = (c: string) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${c.repeat(64)}`;
+const D = (c: string) => `123456789012.dkr.ecr.us-east-1.amazonaws.com/ml/inference@sha256:${createHash("sha256").update(c).digest("hex")}`;
+/** The model-fetch image every serving stack here pins. */
+const MODEL_SYNC = refOf("model-sync");
+/** Build outputs with the server of cpu-avx2 at `ref` and the model-sync image the stacks pin. */
+const outputsWith = (ref: string) => ({ images: { inference: { targets: { "cpu-avx2": { ref } } }, "model-sync": { multiArch: { ref: MODEL_SYNC } } } });
+/** The shipped stacks promoted from a build (they pin nothing until then). */
+const shipped = () => {
+    const built = withSidecarImages({ images: { inference: { targets: Object.fromEntries(["cpu-avx2", "arm64-neon", "cuda12"].map((t) => [t, { ref: D(t) }])) } } });
+    return Object.fromEntries(["staging", "prod"].map((s) => [s, promote({ kind: "outputs", name: "b", outputs: built }, read(s), PROJECT).text]));
+};
 
 /** A project root in a temporary directory with these stack files. */
 function project(stacks: Record<string, string>): { root: string; file: (stack: string) => string; snapshot: () => Record<string, string> } {
@@ -63,6 +73,8 @@ function servingStack(services: Record<string, string | undefined>, extra = ""):
         "    natGateways: single",
         `  ${PROJECT}:serve:`,
         "    requirePinned: true",
+        "    sidecarImages:",
+        `      model-sync: ${MODEL_SYNC}`,
         "    clients:",
         "      cidrs: [10.30.0.0/16]",
         "    services:",
@@ -82,16 +94,16 @@ describe("promote writes only stacks/Pulumi.<name>.yaml", () => {
         ["prod..x", /is not a stack name/],
         ["missing", /--to missing: stacks\/Pulumi\.missing\.yaml does not exist/],
     ])("refuses --to %s with a clear error and writes nothing", (to, error) => {
-        const p = project({ staging: read("staging"), prod: read("prod") });
+        const p = project(shipped());
         const before = p.snapshot();
         expect(() => main(["--from", "staging", "--to", to], p.root, quiet)).toThrow(error);
         expect(p.snapshot()).toEqual(before);
     });
 
     it("refuses a symlinked stack file, and a symlinked --from", () => {
-        const p = project({ staging: read("staging") });
+        const p = project({ staging: shipped().staging });
         const elsewhere = path.join(p.root, "elsewhere.yaml");
-        fs.writeFileSync(elsewhere, read("prod"));
+        fs.writeFileSync(elsewhere, shipped().prod);
         fs.symlinkSync(elsewhere, p.file("prod"));
         const before = p.snapshot();
         expect(() => main(["--from", "staging", "--to", "prod"], p.root, quiet)).toThrow(/stacks\/Pulumi\.prod\.yaml is a symbolic link/);
@@ -100,7 +112,7 @@ describe("promote writes only stacks/Pulumi.<name>.yaml", () => {
     });
 
     it("refuses a symlinked stacks/ directory", () => {
-        const p = project({ staging: read("staging"), prod: read("prod") });
+        const p = project(shipped());
         const real = path.join(p.root, "real-stacks");
         fs.renameSync(path.join(p.root, "stacks"), real);
         fs.symlinkSync(real, path.join(p.root, "stacks"));
@@ -166,22 +178,23 @@ describe("promote reports every service", () => {
         expect(main(["--from", "staging", "--to", "prod"], p.root, (l) => log.push(l))).toBe(0);
         expect(log).toEqual([
             `a: ref ${D("1")} -> ${D("2")}`,
-            "b: unchanged (ref already equal)",
+            "b: unchanged (ref, model.prefix already equal)",
             "old: not in staging; left as it is",
             "fresh: only in staging, not in prod; not promoted (add the service to prod by hand)",
-            "1 changed, 1 unchanged, 1 only in prod (not in staging): old, 1 only in staging (not in prod): fresh",
+            "serve.sidecarImages.model-sync: unchanged (already equal)",
+            "1 changed, 2 unchanged, 1 only in prod (not in staging): old, 1 only in staging (not in prod): fresh",
             "wrote stacks/Pulumi.prod.yaml (a ref): review and open a pull request",
         ]);
     });
 
     it("from build outputs: a service whose image or target the build does not export is named, not an error", () => {
-        const outputs = { images: { inference: { targets: { "cpu-avx2": { ref: D("4") } } } } };
+        const outputs = outputsWith(D("4"));
         const dest = servingStack({ a: D("1") }).replace("target: cpu-avx2", "target: cuda12");
         const result = promote({ kind: "outputs", name: "build-outputs.json", outputs }, servingStack({ a: D("1"), b: D("1") }), PROJECT);
         expect(result.changes.map((c) => c.service)).toEqual(["a", "b"]);
         const missing = promote({ kind: "outputs", name: "build-outputs.json", outputs }, dest, PROJECT);
         expect(missing.notInSource).toEqual(["a"]);
-        expect(missing.report).toEqual(["a: build-outputs.json has no images.inference.targets.cuda12; left as it is"]);
+        expect(missing.report).toEqual(["a: build-outputs.json has no images.inference.targets.cuda12; left as it is", "serve.sidecarImages.model-sync: unchanged (already equal)"]);
         expect(() => promote({ kind: "outputs", name: "x.json", outputs: { vpc: {} } }, dest, PROJECT)).toThrow(/x\.json has no "images" output/);
     });
 
@@ -199,14 +212,14 @@ describe("promote reports every service", () => {
         const before = p.snapshot();
         const log: string[] = [];
         expect(main(["--from", "staging", "--to", "prod", "--dry-run"], p.root, (l) => log.push(l))).toBe(0);
-        expect(log).toEqual([`a: ref ${D("1")} -> ${D("2")}`, "1 changed, 0 unchanged; dry run: stacks/Pulumi.prod.yaml not written"]);
+        expect(log).toEqual([`a: ref ${D("1")} -> ${D("2")}`, "serve.sidecarImages.model-sync: unchanged (already equal)", "1 changed, 1 unchanged; dry run: stacks/Pulumi.prod.yaml not written"]);
         expect(p.snapshot()).toEqual(before);
     });
 
     it("--from-outputs is relative to where the command runs", () => {
         const p = project({ prod: servingStack({ a: D("1") }) });
         const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "promote-cwd-"));
-        fs.writeFileSync(path.join(cwd, "out.json"), JSON.stringify({ images: { inference: { targets: { "cpu-avx2": { ref: D("5") } } } } }));
+        fs.writeFileSync(path.join(cwd, "out.json"), JSON.stringify(outputsWith(D("5"))));
         expect(main(["--from-outputs", "out.json", "--to", "prod"], p.root, quiet, { cwd })).toBe(0);
         expect(fs.readFileSync(p.file("prod"), "utf8")).toBe(servingStack({ a: D("5") }));
         fs.writeFileSync(path.join(cwd, "bad.json"), "{not json");
@@ -222,7 +235,7 @@ describe("promote reports every service", () => {
         const bad = servingStack({ a: D("2") }).replace("/ml/inference@", "/ml/other@");
         fs.writeFileSync(p.file("staging"), bad);
         const before = p.snapshot();
-        expect(() => main(["--from", "staging", "--to", "prod"], p.root, quiet)).toThrow(/refusing to write stacks\/Pulumi\.prod\.yaml: .*is not image "inference"/s);
+        expect(() => main(["--from", "staging", "--to", "prod"], p.root, quiet)).toThrow(/refusing to write stacks\/Pulumi\.prod\.yaml: .*repository "ml\/other" is not image "inference"/s);
         expect(p.snapshot()).toEqual(before);
     });
 });

@@ -4,12 +4,14 @@
  * lifecycle and pull-through rules, the per-target images, and that
  * environments deploy digests only.
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildConfig } from "../components/build/schema";
 import { isDigestRef } from "../components/shared/image-refs";
 import { CATALOG } from "../components/shared/hardware";
-import { type Evaluation, REGISTRY_HOST, awsBuildStackNames, buildStackOutputs, evaluate, evaluateRejection, runnersStackNames, stackFileConfig, stackNames } from "./harness";
-import { PROJECT } from "./fixtures";
+import { type Evaluation, REGISTRY_HOST, STACKS_DIR, awsBuildStackNames, buildStackOutputs, collectRejections, evaluate, evaluateFailure, evaluateRejection, runnersStackNames, stackFileConfig, stackNames } from "./harness";
+import { PROJECT, digestOf, promotedStack, withSidecarImages } from "./fixtures";
 
 const BUILD_KEY = `${PROJECT}:build`;
 const SERVE_KEY = `${PROJECT}:serve`;
@@ -209,49 +211,98 @@ describe.each(buildStacks)("build stack %s", (stack) => {
     });
 });
 
+/** Sidecar kinds a serve section (as written) runs without an image of its own: model-sync for every model fetch, and its sidecars'. */
+const kindsOf = (serve: { services: Array<{ sidecars?: Array<{ kind: string; image?: string }> }> }) =>
+    [...new Set(["model-sync", ...serve.services.flatMap((s) => (s.sidecars ?? []).filter((c) => c.image === undefined).map((c) => c.kind))])].sort();
+
+interface Deployment {
+    ref: string;
+    source: string;
+    images: Array<{ container: string; ref: string }>;
+}
+
 describe.each(envStacks)("environment stack %s", (stack) => {
     let ev: Evaluation;
     let built: Record<string, unknown>;
-    const serve = stackFileConfig(stack)[SERVE_KEY] as { buildStack?: string; requirePinned?: boolean; services: Array<{ name: string; image: string; target: string; ref?: string }> };
+    const file = stackFileConfig(stack)[SERVE_KEY] as { buildStack?: string; requirePinned?: boolean; services: Array<{ name: string; image: string; target: string; ref?: string }> };
+    /** The serve section evaluated: the stack file's, or (pinned-only stacks) the file as promotion from the build leaves it. */
+    let serve: typeof file & { sidecarImages?: Record<string, string> };
     beforeAll(async () => {
-        built = await buildStackOutputs();
+        built = withSidecarImages(await buildStackOutputs());
+        serve = (file.requirePinned ? promotedStack(stack, built).config[SERVE_KEY] : file) as typeof serve;
         ev = await evaluate(stack, { buildOutputs: built });
     });
 
-    it("deploys only digests, never a mutable tag", () => {
-        const deployments = ev.outputs.deployments as Record<string, { ref: string }>;
-        expect(Object.keys(deployments).sort()).toEqual(serve.services.map((s) => s.name).sort());
-        for (const [service, d] of Object.entries(deployments)) expect(isDigestRef(d.ref), `${service}: ${d.ref}`).toBe(true);
+    it("deploys only digests, never a mutable tag: the servers, the model fetches and every sidecar", () => {
+        const deployments = ev.outputs.deployments as Record<string, Deployment>;
+        expect(Object.keys(deployments).sort()).toEqual(file.services.map((s) => s.name).sort());
+        for (const [service, d] of Object.entries(deployments)) {
+            expect(isDigestRef(d.ref), `${service}: ${d.ref}`).toBe(true);
+            for (const i of d.images) expect(isDigestRef(i.ref), `${service}/${i.container}: ${i.ref}`).toBe(true);
+        }
+    });
+
+    it("runs only images from its own registry (the mock account's, in its region), one repository <prefix>/<image> each", () => {
+        const containers = ev.ofType("aws:ecs/taskDefinition:TaskDefinition").flatMap((td) => JSON.parse(String(td.inputs.containerDefinitions)) as Array<{ name: string; image: string }>);
+        expect(containers.length).toBeGreaterThan(0);
+        for (const c of containers) expect(c.image, c.name).toMatch(new RegExp(`^${REGISTRY_HOST.replace(/\./g, "\\.")}/ml/[a-z0-9-]+@sha256:[a-f0-9]{64}$`));
+    });
+
+    it("lists every image each service's task runs in its deployments output (server, model-fetch, sidecars), as the task definition runs them", () => {
+        const deployments = ev.outputs.deployments as Record<string, Deployment>;
+        for (const s of file.services) {
+            const td = ev.ofType("aws:ecs/taskDefinition:TaskDefinition").find((r) => r.name === `${s.name}-definition`);
+            const containers = JSON.parse(String(td?.inputs.containerDefinitions)) as Array<{ name: string; image: string }>;
+            expect(deployments[s.name].images).toEqual(containers.map((c) => ({ container: c.name, ref: c.image })));
+            expect(deployments[s.name].images.map((i) => i.container).slice(0, 2)).toEqual(["server", "model-fetch"]);
+            expect(deployments[s.name].images[0].ref).toBe(deployments[s.name].ref);
+        }
     });
 
     it("creates no build resources", () => {
         expect(ev.resources.filter((r) => r.type.startsWith("docker-build:") || r.type.startsWith("aws:ecr/"))).toEqual([]);
     });
 
-    it("deploys the pinned digest of each service, or the build stack's latest for followed ones", () => {
-        const deployments = ev.outputs.deployments as Record<string, { ref: string; source: string }>;
-        const images = built.images as Record<string, { targets: Record<string, { ref: string }> }>;
+    it("deploys the pinned digest of each service, or the build stack's latest for followed ones; each sidecar kind's image likewise", () => {
+        const deployments = ev.outputs.deployments as Record<string, Deployment>;
+        const images = built.images as Record<string, { targets: Record<string, { ref: string }>; multiArch?: { ref: string } }>;
         for (const s of serve.services) {
             if (s.ref) expect(deployments[s.name]).toMatchObject({ ref: s.ref, source: "pinned" });
             else expect(deployments[s.name]).toMatchObject({ ref: images[s.image].targets[s.target].ref, source: "build-stack" });
+            const fetch = deployments[s.name].images.find((i) => i.container === "model-fetch")?.ref;
+            expect(fetch).toBe(serve.sidecarImages?.["model-sync"] ?? images["model-sync"].multiArch?.ref);
+        }
+        // A pinned-only stack pins what promotion wrote: the build's digests.
+        if (file.requirePinned) {
+            expect(serve.sidecarImages).toEqual(Object.fromEntries(kindsOf(serve as never).map((k) => [k, images[k].multiArch?.ref])));
+            for (const s of serve.services) expect(s.ref).toBe(images[s.image].targets[s.target].ref);
         }
         const refs = ev.ofType("pulumi:pulumi:StackReference");
-        expect(refs.length).toBe(serve.services.some((s) => !s.ref) ? 1 : 0);
-        if (refs.length) expect(refs[0].inputs.name).toBe(serve.buildStack ?? "organization/ml-infra/build");
+        expect(refs.length).toBe(file.requirePinned ? 0 : 1);
+        if (refs.length) expect(refs[0].inputs.name).toBe(file.buildStack ?? "organization/ml-infra/build");
     });
 });
 
 describe("promotion stacks", () => {
-    it.each(["staging", "prod"])("%s pins every service by digest", (stack) => {
-        const serve = stackFileConfig(stack)[SERVE_KEY] as { requirePinned: boolean; buildStack?: string; services: Array<{ ref?: string }> };
+    it.each(["staging", "prod"])("%s pins nothing until it is promoted: no ref, no sidecar image, no build stack", (stack) => {
+        const serve = stackFileConfig(stack)[SERVE_KEY] as { requirePinned: boolean; buildStack?: string; sidecarImages?: unknown; services: Array<{ ref?: string; sidecars?: Array<{ image?: string }> }> };
         expect(serve.requirePinned).toBe(true);
         expect(serve.buildStack).toBeUndefined();
-        for (const s of serve.services) expect(isDigestRef(String(s.ref))).toBe(true);
+        expect(serve.sidecarImages).toBeUndefined();
+        for (const s of serve.services) {
+            expect(s.ref).toBeUndefined();
+            for (const c of s.sidecars ?? []) expect(c.image).toBeUndefined();
+        }
+    });
+
+    it("no stack file holds a digest: environments deploy what the build stack produced, written by promotion", () => {
+        for (const stack of stackNames()) expect(fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8"), stack).not.toMatch(/@sha256:/);
     });
 
     it("dev follows the build stack (named by default: <organization>/<project>/build, valid on Pulumi Cloud and a self-managed backend)", () => {
-        const serve = stackFileConfig("dev")[SERVE_KEY] as { buildStack?: string; services: Array<{ ref?: string }> };
+        const serve = stackFileConfig("dev")[SERVE_KEY] as { buildStack?: string; sidecarImages?: unknown; services: Array<{ ref?: string }> };
         expect(serve.buildStack).toBeUndefined();
+        expect(serve.sidecarImages).toBeUndefined();
         expect(serve.services.every((s) => s.ref === undefined)).toBe(true);
     });
 });
@@ -303,7 +354,7 @@ describe("a hardware target declared only in stack files", () => {
                     services: [{ name: "avx10", image: "inference", target: "x86-avx10", model: { bucket: "ml-models-123456789012", prefix: "avx10/1" } }],
                 },
             },
-            buildOutputs: ev.outputs,
+            buildOutputs: withSidecarImages(ev.outputs),
         });
         const deployments = env.outputs.deployments as Record<string, { ref: string; platform: string; gpu: boolean }>;
         const images = ev.outputs.images as Record<string, { targets: Record<string, { ref: string }> }>;
@@ -328,17 +379,80 @@ describe("a hardware target declared only in stack files", () => {
 
     it("dev refuses a build stack output that is not a digest", async () => {
         const bad = { images: { inference: { targets: { "cpu-avx2": { ref: `${REGISTRY_HOST}/ml/inference:latest` } } } } };
+        const messages = await evaluateRejection("dev", { config: followingConfig(), buildOutputs: withSidecarImages(bad) });
+        expect(messages[0]).toMatch(
+            /^Invalid stack configuration:\n {2}- ml-infra:serve\.buildStack = "org\/ml-infra\/build": exports ".*\/ml\/inference:latest" as images\.inference\.targets\.cpu-avx2\.ref, which is a tag \(":latest"\), not pinned by digest/,
+        );
+    });
+});
+
+/** A dev-like environment with one service following the build stack org/ml-infra/build. */
+function followingConfig(fields: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+        "ml-infra:network": { cidr: "10.0.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" },
+        [SERVE_KEY]: {
+            buildStack: "org/ml-infra/build",
+            clients: { cidrs: ["10.0.0.0/16"] },
+            services: [{ name: "a", image: "inference", target: "cpu-avx2", model: { bucket: "ml-models-123456789012", prefix: "a/1" }, sidecars: [{ kind: "metrics-exporter" }] }],
+            ...fields,
+        },
+    };
+}
+
+describe("an environment reads its build stack, and checks every image, before registering anything", () => {
+    const built = () => withSidecarImages({ images: { inference: { repository: `${REGISTRY_HOST}/ml/inference`, targets: { "cpu-avx2": { ref: `${REGISTRY_HOST}/ml/inference@${digestOf("a")}`, platform: "linux/amd64" } } } } });
+
+    it.each([
+        ["a build stack without an images output", { vpc: {} }, /ml-infra:serve\.buildStack = "org\/ml-infra\/build": has no "images" output; deploy the build stack first \(pulumi up -s build\), or pin every image in this stack \(npm run promote\)/],
+        ["a build stack without the image x target", { images: { inference: { targets: {} } } }, /ml-infra:serve\.buildStack = "org\/ml-infra\/build": exports no image "inference" for target "cpu-avx2" \(output images\.inference\.targets\.cpu-avx2\.ref\); a's server runs it/],
+        ["a build stack without a sidecar image", { images: { inference: { targets: { "cpu-avx2": { ref: `${REGISTRY_HOST}/ml/inference@${digestOf("a")}` } } } } }, /exports no image "model-sync" \(output images\.model-sync\.multiArch\.ref\); a's model-fetch runs it: build it there .* or pin serve\.sidecarImages\.model-sync/],
+        ["a build stack of another account", withSidecarImages({ images: { inference: { targets: { "cpu-avx2": { ref: `210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/inference@${digestOf("a")}` } } } } }), /ml-infra:serve\.buildStack = "org\/ml-infra\/build": 210987654321\.dkr\.ecr\.us-east-1\.amazonaws\.com is account 210987654321's registry; this stack deploys only from the deploying account's \(123456789012\) registry/],
+    ])("refuses %s as a config error naming serve.buildStack", async (_what, outputs, message) => {
+        const messages = await evaluateRejection("dev", { config: followingConfig(), buildOutputs: outputs });
+        expect(messages[0]).toMatch(/^Invalid stack configuration:/);
+        expect(messages[0]).toMatch(message);
+    });
+
+    it("refuses a pinned digest the build stack did not build (only known once it is read)", async () => {
+        const stranger = `${REGISTRY_HOST}/ml/inference@${digestOf("stranger")}`;
         const messages = await evaluateRejection("dev", {
-            config: { "ml-infra:network": { cidr: "10.0.0.0/16", availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" }, [SERVE_KEY]: { buildStack: "org/ml-infra/build", clients: { cidrs: ["10.0.0.0/16"] }, services: [{ name: "a", image: "inference", target: "cpu-avx2", model: { bucket: "ml-models-123456789012", prefix: "a/1" } }] } },
-            buildOutputs: bad,
+            config: followingConfig({ services: [{ name: "a", image: "inference", target: "cpu-avx2", ref: stranger, model: { bucket: "ml-models-123456789012", prefix: "a/1" }, sidecars: [{ kind: "metrics-exporter" }] }] }),
+            buildOutputs: built(),
         });
-        for (const m of messages) expect(m).toMatch(/not pinned by digest/);
+        expect(messages[0].split("\n").slice(1)).toEqual([
+            `  - ml-infra:serve.services[0].ref = "${stranger}": digest ${digestOf("stranger")} is not one the build stack org/ml-infra/build exports (images.*.targets.*.ref, images.*.multiArch.ref): it was not built there`,
+        ]);
+    });
+
+    it("refuses a sidecar image from a foreign registry before reading anything", async () => {
+        const messages = await evaluateRejection("dev", { config: followingConfig({ sidecarImages: { "metrics-exporter": `ghcr.io/someone/otel@${digestOf("otel")}` } }), buildOutputs: built() });
+        expect(messages[0]).toMatch(/^Invalid stack configuration:\n {2}- ml-infra:serve\.sidecarImages\.metrics-exporter = "ghcr\.io\/someone\/otel@sha256:[a-f0-9]+\.\.\.: ghcr\.io is not this stack's registry/);
+    });
+
+    it("registers nothing but the build stack's reference when it refuses", async () => {
+        // evaluateFailure's mocks answer a StackReference with no outputs at all: it cannot be read.
+        let result: { error: Error; registered: number } | undefined;
+        await collectRejections(async () => {
+            result = await evaluateFailure("dev", followingConfig());
+        });
+        expect(result?.error.message).toMatch(/ml-infra:serve\.buildStack = "org\/ml-infra\/build": cannot be read \(.*\); deploy the build stack first \(pulumi up -s build\)/);
+        expect(result?.registered).toBe(1);
+    });
+
+    it("reads no build stack when everything is pinned", async () => {
+        const pinned = followingConfig({
+            sidecarImages: { "model-sync": `${REGISTRY_HOST}/ml/model-sync@${digestOf("ms")}`, "metrics-exporter": `${REGISTRY_HOST}/ml/metrics-exporter@${digestOf("me")}` },
+            services: [{ name: "a", image: "inference", target: "cpu-avx2", ref: `${REGISTRY_HOST}/ml/inference@${digestOf("a")}`, model: { bucket: "ml-models-123456789012", prefix: "a/1" }, sidecars: [{ kind: "metrics-exporter" }] }],
+        });
+        const ev = await evaluate("dev", { config: pinned, buildOutputs: { images: {} } });
+        expect(ev.ofType("pulumi:pulumi:StackReference")).toEqual([]);
+        expect((ev.outputs.deployments as Record<string, Deployment>).a.images.map((i) => i.container)).toEqual(["server", "model-fetch", "metrics-exporter"]);
     });
 });
 
 describe.each(stackNames())("stack %s under `pulumi preview`", (stack) => {
     it("evaluates with the same resources as an update", async () => {
-        const built = await buildStackOutputs();
+        const built = withSidecarImages(await buildStackOutputs());
         const up = await evaluate(stack, { buildOutputs: built });
         const preview = await evaluate(stack, { buildOutputs: built, preview: true });
         expect(preview.resources.map((r) => `${r.type}::${r.name}`)).toEqual(up.resources.map((r) => `${r.type}::${r.name}`));
