@@ -10,12 +10,17 @@
  *   npm run plan -- --stack custom --config my-stack.yaml   (a stack file outside stacks/)
  *   npm run plan -- --stack dev --build-outputs build-outputs.json
  *       (build-outputs.json = `pulumi stack output --json -s build`)
+ *   npm run plan -- --stack staging --build-outputs build-outputs.json
+ *       (a pinned-only stack: planned as `npm run promote -- --from-outputs`
+ *        would leave it, in memory; the plan says what promotion changed)
  *
  * IDs, ARNs and digests in the plan are the mocks' placeholders
  * (account 123456789012); inputs are exactly what the program would send.
  * A stack that follows a build stack (services without `ref`) is planned
  * against the outputs of serve.buildStack's own stack file (or of
- * --build-outputs); no other stack file is read. Secrets (`{secure: ...}`
+ * --build-outputs); no other stack file is read. A stack that deploys pinned
+ * values only (serve.requirePinned) reads no build stack; with
+ * --build-outputs it is planned as promoted from them. Secrets (`{secure: ...}`
  * config, secret inputs, secret outputs) never reach the printed plan or the
  * JSON: they are "[secret]". Paths given on the command line are relative to
  * where it was run; the program is evaluated in the project root, as the

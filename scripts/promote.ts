@@ -1,6 +1,9 @@
 /**
- * Promotes digests between stack files, so a promotion is a reviewed
- * one-value-per-image change under stacks/. No Pulumi CLI needed.
+ * Promotes what an environment deploys between stack files, so a promotion
+ * is a reviewed one-value-per-image change under stacks/: each service's
+ * server digest (`ref`) and model prefix (`model.prefix`, from another stack
+ * only), and the stack's sidecar images (`serve.sidecarImages.<kind>`; from
+ * the build stack's outputs: `images.<kind>.multiArch.ref`). No Pulumi CLI needed.
  *
  *   npm run promote -- --from staging --to prod
  *   npm run promote -- --from-outputs build-outputs.json --to staging
@@ -12,12 +15,17 @@
  * between the two stacks is an error, not a silent copy. The file is edited
  * in place: only the bytes of the values that change are replaced (see
  * lib/yaml-edit), under a lock, atomically, and only after the result passed
- * the program's own config schema. Targets are only stacks/Pulumi.<name>.yaml
- * (real files, no symlinks).
+ * the program's own config checks and image checks (a placeholder, upper-case
+ * or malformed digest, a tag, a foreign registry, another region's, two
+ * registries or prefixes in one stack, one digest for two images: refused,
+ * nothing written). Targets are only stacks/Pulumi.<name>.yaml (real files,
+ * no symlinks).
  *
  * What is promoted is a table (PROMOTED_VALUES) of scalar paths per service
- * (`ref`) and of map entries of the serve section; each entry says where a
- * value lives, how it is checked and whether the build stack's outputs have it.
+ * (`ref`, `model.prefix`) and of map entries of the serve section
+ * (`sidecarImages`); each entry says where a value lives, how it is checked
+ * and whether the build stack's outputs have it. A destination without the
+ * map gets it written (after `requirePinned`).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";

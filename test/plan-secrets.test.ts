@@ -46,9 +46,12 @@ describe("secure config values in the offline plan", () => {
         const { code, json, plan } = await planOf(localWithBuildSecrets(secrets), "local");
         expect(code).toBe(0);
         expect(json).not.toContain(CIPHERTEXT);
+        // The image that asks for the secret (the server, images/inference-server) gets the stand-in; the others get none.
         const images = plan.resources.filter((r) => r.type === "docker-build:index:Image");
-        expect(images.length).toBeGreaterThan(0);
-        for (const image of images) expect(image.inputs.secrets).toBe(SECRET_STAND_IN);
+        const asking = images.filter((r) => (r.inputs.context as { location?: string } | undefined)?.location === "images/inference-server");
+        expect(asking.length).toBeGreaterThan(0);
+        for (const image of asking) expect(image.inputs.secrets).toBe(SECRET_STAND_IN);
+        for (const image of images.filter((r) => !asking.includes(r))) expect(image.inputs.secrets).toBeUndefined();
     });
 
     it("inside a structured value (serve): the value is a stand-in string that passes the schema", async () => {

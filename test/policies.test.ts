@@ -4,6 +4,7 @@ import type { ResourceValidationPolicy, StackValidationPolicy } from "@pulumi/po
 import { policyPackArgs } from "../policy/pack";
 import { BINDS_LABEL, ROLE_LABEL } from "../components/shared/labels";
 import { ALLOWED_BASES_LABEL, ALLOWED_IMAGE_LABEL, PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
+import { ALLOWED_BASES_LABEL as BUILD_ALLOWED_BASES_LABEL } from "../components/build/target-image";
 import { DIGEST_A, digestOf } from "./fixtures";
 
 const HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -338,6 +339,10 @@ describe("policy pack", () => {
         expect(run([taskDef([container("server", `${HOST}/ml/inference:latest`)])])).toEqual([
             `[ecs-images-pinned] container server runs "${HOST}/ml/inference:latest", which is a tag (":latest"), not pinned by digest (a tag can move): use <registry>/<repository>@sha256:<64 hex digits>`,
         ]);
+    });
+
+    it("reads the allowed-bases label the build side writes", () => {
+        expect(ALLOWED_BASES_LABEL).toBe(BUILD_ALLOWED_BASES_LABEL);
     });
 
     it("checks what is known during a preview and skips what is not (the policy SDK throws on an unknown value)", () => {

@@ -4,6 +4,10 @@
  * Sidecars are never essential, have no port mappings and bind to 127.0.0.1:
  * in awsvpc mode every container shares the task's network namespace, so a
  * sidecar on 127.0.0.1 is reachable from inside the task only.
+ *
+ * No image is named here: each kind names the build-stack image that
+ * provides it (`buildImage`), and the environment deploys that image's digest
+ * (serve.sidecarImages, or the build stack's output; ./images).
  */
 
 // ---------------------------------------------------------------- names
