@@ -241,7 +241,7 @@ describe("resolving every image a service runs", () => {
             { name: "arm", image: "inference", target: "arm64-neon", ref: refOf("inference", "a"), model: { bucket: "ml-models-1", prefix: "m/1" }, sidecars: [{ kind: "log-router" }] },
         ]);
         expect(lines(resolveServeImages(config, TARGETS, FACTS).problems)).toEqual([
-            expect.stringMatching(/^serve\.sidecarImages\.model-sync = .*: repository prefix "team" is not the stack's \("ml"\): every image is <prefix>\/<image> with one prefix$/),
+            expect.stringMatching(/^serve\.sidecarImages\.model-sync = .*: repository prefix "team" differs from "ml", which the stack's other images use: every image is <prefix>\/<image> with one prefix for the stack$/),
         ]);
     });
 });

@@ -427,7 +427,7 @@ export function checkImageSlots(slots: readonly ImageSlot[], allowedImages: read
         if (o.host !== host) {
             say(o.slot, `${o.host} is not the registry the stack's other images come from (${host}); one registry for the whole stack`);
         } else if (o.prefix !== prefix) {
-            say(o.slot, `repository prefix "${o.prefix}" is not the stack's ("${prefix}"${buildRegistry ? `, the build stack's` : ""}): every image is <prefix>/<image> with one prefix`);
+            say(o.slot, `repository prefix "${o.prefix}" differs from "${prefix}", ${buildRegistry ? "the build stack's" : "which the stack's other images use"}: every image is <prefix>/<image> with one prefix for the stack`);
         }
     }
 
