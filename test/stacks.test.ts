@@ -112,6 +112,14 @@ describe.each(buildStacks)("build stack %s", (stack) => {
         }
     });
 
+    /** The image and target of an Image resource `<image>-<target>-image` (both may contain dashes). */
+    const imageAndTarget = (resource: string): { img: string; target: string } => {
+        for (const img of build.images) {
+            for (const target of img.targets) if (resource === `${img.name}-${target}-image`) return { img: img.name, target };
+        }
+        throw new Error(`no image x target named ${resource}`);
+    };
+
     it("builds one image per image x target, for the target's one platform and stage", () => {
         const images = ev.ofType("docker-build:index:Image");
         expect(images.map((i) => i.name).sort()).toEqual(
@@ -124,7 +132,7 @@ describe.each(buildStacks)("build stack %s", (stack) => {
                 const base = targets[t] as { platform?: string; stage?: string; extends?: string };
                 const parent = base.extends ? CATALOG[base.extends] : CATALOG[t];
                 expect(r.inputs.platforms).toEqual([base.platform ?? parent.platform]);
-                expect(r.inputs.target).toBe(base.stage ?? parent.stage);
+                expect(r.inputs.target).toBe((img as { stage?: string }).stage ?? base.stage ?? parent.stage);
                 expect(r.inputs.push).toBe(true);
                 expect(r.inputs.tags).toEqual([expect.stringMatching(new RegExp(`^${REGISTRY_HOST.replace(/\./g, "\\.")}/ml/${img.name}:${t}\\.[0-9a-f]{16}$`))]);
                 expect(r.inputs.context).toEqual({ location: img.context });
@@ -135,8 +143,7 @@ describe.each(buildStacks)("build stack %s", (stack) => {
 
     it("exports and imports each target's BuildKit cache in ECR as an OCI image manifest", () => {
         for (const r of ev.ofType("docker-build:index:Image")) {
-            const [img, ...rest] = r.name.replace(/-image$/, "").split("-");
-            const target = rest.join("-");
+            const { img, target } = imageAndTarget(r.name);
             const ref = `${REGISTRY_HOST}/ml/cache/${img}:cache-${target}`;
             expect(r.inputs.cacheFrom).toEqual([{ registry: { ref } }]);
             expect(r.inputs.cacheTo).toEqual([{ registry: { ref, mode: "max", imageManifest: true, ociMediaTypes: true } }]);
@@ -174,8 +181,7 @@ describe.each(buildStacks)("build stack %s", (stack) => {
         const outputs = ev.outputs.images as Record<string, { targets: Record<string, { pool: string }> }>;
         for (const r of ev.ofType("docker-build:index:Image")) {
             const builder = (r.inputs.builder as { name?: string } | undefined)?.name;
-            const [img] = r.name.split("-");
-            const target = r.name.slice(img.length + 1, -"-image".length);
+            const { img, target } = imageAndTarget(r.name);
             const pool = outputs[img].targets[target].pool;
             if (build.builder) {
                 expect(builder).toBe(build.builder);
