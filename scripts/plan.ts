@@ -146,14 +146,20 @@ export interface PlanOptions {
     readonly buildOutputsName?: string;
 }
 
+/** Largest stack file the plan reads: config is small; anything bigger is a mistake or an attack on the parser. */
+export const MAX_STACK_FILE_BYTES = 1024 * 1024;
+
 /** Reads a stack file's `config:`; every error names the file. */
 export function readStackFileConfig(file: string): Record<string, unknown> {
     const shown = displayPath(file);
     let text: string;
     try {
+        const size = fs.statSync(file).size;
+        if (size > MAX_STACK_FILE_BYTES) throw new Error(`${shown} is ${size} bytes; a stack file is at most ${MAX_STACK_FILE_BYTES / 1024} KiB`);
         text = fs.readFileSync(file, "utf8");
     } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
+        if (code === undefined && error instanceof Error) throw error;
         throw new Error(code === "ENOENT" ? `${shown}: no such stack file` : `${shown}: cannot read it (${code ?? (error as Error).message})`);
     }
     const doc = parseDocument(text, { merge: true, prettyErrors: true });

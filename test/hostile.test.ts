@@ -12,7 +12,8 @@ import { ingressRangeProblem, isPrivateRange, parseCidr } from "../components/sh
 import { cronProblem, scheduleExpressionProblem } from "../components/shared/schedule";
 import { ConfigError, loadStackConfig } from "../components/stack-config";
 import { PROJECT, validBuild, validServe } from "./fixtures";
-import { ROOT, configProblems } from "./harness";
+import { MAX_STACK_FILE_BYTES, readStackFileConfig } from "../scripts/plan";
+import { ROOT, cliConfig, configProblems } from "./harness";
 
 type Json = Record<string, unknown>;
 
@@ -276,5 +277,59 @@ describe("credentials in plain config", () => {
         for (const v of ["images/inference-server", "us-east-1", "ml-models-123456789012", "classifier/2026-11-01", "0 20 * * MON-FRI", "s3://bucket/prefix"]) {
             expect(credentialValueProblem(v), v).toBeUndefined();
         }
+    });
+});
+
+describe("stack files as the CLI reads them", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hostile-stacks-"));
+    afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = (name: string, text: string) => {
+        const f = path.join(dir, name);
+        fs.writeFileSync(f, text);
+        return f;
+    };
+
+    it(".inf and .nan reach the program as their YAML text and are named, not read as null", () => {
+        const config = readStackFileConfig(file("inf.yaml", `config:\n  ${PROJECT}:build:\n    images: [{name: inference, context: images/inference-server, targets: [cpu-avx2]}]\n    builder: x\n    registry:\n      keepReleasesPerTarget: .inf\n      cacheUntaggedExpireDays: .nan\n`));
+        const values = cliConfig(config);
+        expect(JSON.parse(values[`${PROJECT}:build`]).registry).toEqual({ keepReleasesPerTarget: ".inf", cacheUntaggedExpireDays: ".nan" });
+        const problems = rawProblems(values);
+        expect(lineAbout(problems, `${PROJECT}:build.registry.keepReleasesPerTarget`)).toMatch(/= "\.inf": .*expected number/);
+        expect(lineAbout(problems, `${PROJECT}:build.registry.cacheUntaggedExpireDays`)).toMatch(/= "\.nan": .*expected number/);
+    });
+
+    it("a YAML merge key is resolved as the CLI resolves it: one config, no unknown `<<` key", () => {
+        const text = `config:\n  ${PROJECT}:build:\n    images:\n      - &img {name: inference, context: images/inference-server, targets: [cpu-avx2]}\n      - <<: *img\n        name: other\n    builder: x\n    allowedBaseImages: ["public.ecr.aws/docker/library/debian:bookworm-slim"]\n`;
+        const config = readStackFileConfig(file("merge.yaml", text));
+        expect(rawProblems(cliConfig(config))).toEqual([]);
+        expect((config[`${PROJECT}:build`] as { images: Array<{ name: string; context: string }> }).images[1]).toMatchObject({ name: "other", context: "images/inference-server" });
+    });
+
+    it("an empty stack file is an empty config (one clear error from the program), and a huge one is refused naming the file", () => {
+        expect(readStackFileConfig(file("empty.yaml", ""))).toEqual({});
+        expect(rawProblems(cliConfig({}))[0]).toMatch(/a stack needs a section to deploy/);
+        const huge = file("huge.yaml", `config:\n  ${PROJECT}:costCenter: "${"x".repeat(MAX_STACK_FILE_BYTES)}"\n`);
+        expect(() => readStackFileConfig(huge)).toThrow(/huge\.yaml is \d+ bytes; a stack file is at most 1024 KiB/);
+    });
+
+    it("a config that is a list, not a mapping, names the file", () => {
+        expect(() => readStackFileConfig(file("list.yaml", "config:\n  - a\n"))).toThrow(/list\.yaml: config is not a mapping/);
+    });
+});
+
+describe("an environment's clients", () => {
+    it("public client ranges are refused whatever the prefix, private ones accepted", () => {
+        const serve = validServe() as Json & { clients?: Json };
+        serve.clients = { cidrs: ["10.0.0.0/16", ...Array.from({ length: 10 }, (_, i) => `${i + 11}.0.0.0/8`)] };
+        const problems = configProblems({ [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" }, [`${PROJECT}:serve`]: serve }, "dev");
+        for (let i = 1; i <= 10; i++) expect(lineAbout(problems, `${PROJECT}:serve.clients.cidrs[${i}]`)).toMatch(/public address space/);
+        expect(problems.some((p) => p.includes("clients.cidrs[0]"))).toBe(false);
+    });
+
+    it("more client ranges than a security group holds are refused", () => {
+        const serve = validServe() as Json & { clients?: Json };
+        serve.clients = { cidrs: Array.from({ length: 51 }, (_, i) => `10.${i}.0.0/16`) };
+        const problems = configProblems({ [`${PROJECT}:network`]: { availabilityZones: ["us-east-1a", "us-east-1b"], natGateways: "single" }, [`${PROJECT}:serve`]: serve }, "dev");
+        expect(lineAbout(problems, `${PROJECT}:serve.clients.cidrs`)).toMatch(/at most 50/);
     });
 });

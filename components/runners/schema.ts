@@ -102,9 +102,9 @@ export const runnersSchema = strict({
          * Security groups of callers in the same VPC. Only with `network.mode: existing`
          * (a VPC this stack creates has no other groups in it). Default [].
          */
-        securityGroupIds: z.array(securityGroupId).default([]),
+        securityGroupIds: z.array(securityGroupId).max(50, "at most 50 (a security group holds 60 rules)").default([]),
         /** Address ranges of callers in the VPC or a peered network (private ranges). Default []. */
-        cidrs: z.array(cidr).default([]),
+        cidrs: z.array(cidr).max(50, "at most 50 (a security group holds 60 rules)").default([]),
     }).prefault({}),
     /**
      * Image the buildkitd binaries are taken from, pinned by digest as
@@ -124,7 +124,7 @@ export const runnersSchema = strict({
         /** IANA time zone of the recurrences. Default `UTC`. */
         timeZone: z.string().min(1).default("UTC"),
         /** Cron recurrences, e.g. ["0 20 * * MON-FRI"]. No default. */
-        recurrences: z.array(cron).min(1, "needs at least one recurrence"),
+        recurrences: z.array(cron).min(1, "needs at least one recurrence").max(20),
     }).optional(),
     /** One pool per kind that targets build on (HardwareTarget.pool). Default: no pools. */
     pools: strict({

@@ -4,6 +4,7 @@
  * kind, clients). Run once, when the stack config is loaded; key paths are
  * relative to what is checked.
  */
+import { ingressRangeProblem } from "../shared/cidr";
 import type { HardwareTarget } from "../shared/hardware";
 import { describeInstanceType, NVIDIA_GPU_FAMILIES } from "../shared/instance-types";
 import { type Report, within } from "../shared/problems";
@@ -184,7 +185,8 @@ export function checkClients(clients: ClientsConfig, report: Report): void {
         report([], "no one could reach the services: list client security groups (securityGroupIds) or CIDRs (cidrs)");
     }
     clients.cidrs.forEach((block, i) => {
-        if (block.endsWith("/0")) report(["cidrs", i], "the load balancers are internal and admit named clients only; list the client networks instead of /0");
+        const problem = ingressRangeProblem(block);
+        if (problem) report(["cidrs", i], `${problem}; the load balancers are internal and admit named clients only`);
     });
     const sgs = new Set<string>();
     clients.securityGroupIds.forEach((id, i) => {

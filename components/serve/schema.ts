@@ -201,9 +201,9 @@ export type CapacityGroupConfig = CapacityConfig[HardwareKind];
 /** `serve.clients`: who may reach the internal load balancers (on the listener port only). At least one entry is required. */
 export const clientsSchema = strict({
     /** Client security groups. Default []. */
-    securityGroupIds: z.array(securityGroupId).default([]),
+    securityGroupIds: z.array(securityGroupId).max(50, "at most 50 (a security group holds 60 rules)").default([]),
     /** Client IPv4 CIDRs (0.0.0.0/0 is refused: the load balancers are internal). Default []. */
-    cidrs: z.array(cidr).default([]),
+    cidrs: z.array(cidr).max(50, "at most 50 (a security group holds 60 rules)").default([]),
 }).prefault({});
 export type ClientsConfig = z.infer<typeof clientsSchema>;
 
@@ -251,7 +251,7 @@ export const serveSchema = strict({
      */
     allowedImages: z.array(z.string()).max(50).default([]),
     targets: targetsSchema,
-    services: z.array(serviceSchema).min(1, "the serve section needs at least one service"),
+    services: z.array(serviceSchema).min(1, "the serve section needs at least one service").max(50, "at most 50 services per environment"),
     capacity: capacitySchema,
     clients: clientsSchema,
     loadBalancer: loadBalancerSchema,

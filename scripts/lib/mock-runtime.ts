@@ -102,10 +102,12 @@ export function awsBuildStackNames(): string[] {
 }
 
 export function stackFileConfig(stack: string): Record<string, unknown> {
-    const file = parseYaml(fs.readFileSync(path.join(STACKS_DIR, `Pulumi.${stack}.yaml`), "utf8")) as {
-        config?: Record<string, unknown>;
-    };
-    return file.config ?? {};
+    const file = path.join(STACKS_DIR, `Pulumi.${stack}.yaml`);
+    // As the Pulumi CLI reads it: YAML merge keys resolved; an empty file is an empty config.
+    const doc = parseYaml(fs.readFileSync(file, "utf8"), { merge: true }) as { config?: unknown } | null;
+    const config = doc?.config ?? {};
+    if (config === null || typeof config !== "object" || Array.isArray(config)) throw new Error(`${file}: config is not a mapping`);
+    return config as Record<string, unknown>;
 }
 
 /**

@@ -70,9 +70,20 @@ export function standInFor(key: string, value: unknown, config: StackConfigValue
     return structured ? structured(config, project) : SECRET_STAND_IN;
 }
 
-/** A config value as the Pulumi CLI hands it to a program: strings as they are, everything else as JSON. */
+/** YAML's text of a number JSON cannot hold (`.inf`, `-.inf`, `.nan`), as the CLI keeps a scalar's text. */
+function nonFiniteText(n: number): string {
+    return Number.isNaN(n) ? ".nan" : n > 0 ? ".inf" : "-.inf";
+}
+
+/**
+ * A config value as the Pulumi CLI hands it to a program: strings as they
+ * are, everything else as JSON. A number JSON cannot hold (YAML `.inf`,
+ * `.nan`) stays its YAML text, so the program names it instead of reading null.
+ */
 export function encodeConfigValue(value: unknown): string {
-    return typeof value === "string" ? value : JSON.stringify(value);
+    if (typeof value === "string") return value;
+    if (typeof value === "number" && !Number.isFinite(value)) return nonFiniteText(value);
+    return JSON.stringify(value, (_, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? nonFiniteText(v) : v));
 }
 
 /**
