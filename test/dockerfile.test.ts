@@ -397,7 +397,7 @@ describe("the local stack's metrics sidecar (images/sidecars/local-metrics)", ()
     it("scrapes the server by name from SERVER_URL and keeps the last good scrape", () => {
         const body = fs.readFileSync(script, "utf8");
         expect(body).toContain('url="${SERVER_URL%/}${path}"');
-        expect(body).toMatch(/wget -q -T 3 -O "\$dir\/\.scrape" "\$url"/);
+        expect(body).toMatch(/timeout 5 wget -q -O "\$dir\/\.scrape" "\$url"/);
         expect(body).toMatch(/mv -f "\$dir\/\.scrape" "\$dir\/metrics"/);
         const r = spawnSync("sh", ["-n", script], { encoding: "utf8" });
         expect(r.status, r.stderr).toBe(0);

@@ -110,6 +110,11 @@ export class PulumiProject {
         return project;
     }
 
+    /** Replaces the stack's config (a stack file's `config:`), e.g. to remove a target. */
+    writeConfig(config: Record<string, unknown>): void {
+        fs.writeFileSync(this.stackFile, toYaml({ config }));
+    }
+
     pulumi(args: readonly string[], timeoutMs = 20 * 60_000): Promise<CommandResult> {
         return exec(this.tools.pulumi, [...args, "--non-interactive", "--stack", this.stack], { cwd: this.dir, env: this.env, timeoutMs });
     }

@@ -5,10 +5,15 @@
  * v0.23 on 127.0.0.1 with mutual TLS, `sudo npm run docker:env`) into the
  * registry on 127.0.0.1:5000 with the product's registry cache settings.
  *
- * preview, up, up again (no changes), a one-line code change (preview shows
- * exactly the affected images; up rebuilds only that layer from the registry
- * cache on an emptied runner), destroy. The offline plan and the real preview
- * are compared resource by resource.
+ * preview, up (the shipped chain inference-base -> inference and the metrics
+ * sidecar, built for real), up again (no changes, no tag re-pushed), the
+ * containers (the metrics sidecar scrapes the server's /metrics by name), a
+ * one-line code change (preview shows exactly the server images; up rebuilds
+ * only that layer from the registry cache on an emptied runner, under a new
+ * release tag, the old one kept), a change to the base (both rebuilt, the
+ * server FROM the new base digest), a removed target (its images stay in the
+ * registry), destroy (every released image stays). The offline plan and the
+ * real preview are compared resource by resource.
  *
  * The docker provider cannot be built here (the Go module proxy refuses
  * github.com/pulumi/pulumi-docker/provider/v5, see tools/README.md), so the
@@ -33,6 +38,7 @@ import {
     cleanup,
     createNetwork,
     dockerAvailable,
+    containerLogs,
     execIn,
     httpRequest,
     inspectContainer,
@@ -47,15 +53,22 @@ import {
     type NetworkInfo,
     type NetworkSpec,
 } from "./docker";
-import { type Preview, PulumiProject, type Tools, buildStepsOf, engineAvailable, knownInputs } from "./engine";
+import { type Preview, PulumiProject, type Tools, UNKNOWN, buildStepsOf, engineAvailable, knownInputs } from "./engine";
 
 const ROOT = path.resolve(__dirname, "../..");
 const STACK = "local";
+/** The metrics sidecar's base image (scripts/docker-env.sh makes it). */
 const SIDECAR_IMAGE = `${LOCAL_REGISTRY}/busybox:static`;
 const OWNER = `e2e-${process.pid}`;
 const MIN = 60_000;
 const LOCAL = stackFileConfig(STACK);
-const BUILD = LOCAL["ml-infra:build"] as { builder: string };
+const BUILD = LOCAL["ml-infra:build"] as { builder: string; images: Array<{ name: string; targets: string[]; base?: string }> };
+/** Every image × target the stack file builds. */
+const DECLARED = BUILD.images.flatMap((i) => i.targets.map((target) => ({ image: i.name, target })));
+const CHAIN = { base: "inference-base", server: "inference" } as const;
+/** The docker-build Images built FROM a chain base (their base's digest is known only once it is built). */
+const CHAINED = DECLARED.filter((d) => BUILD.images.find((i) => i.name === d.image)?.base !== undefined).map((d) => `${d.image}-${d.target}-image`);
+const BASE_CONTEXT_FILE = "images/inference-base/etc/pip.conf";
 
 /** The local stack as the engine runs it here: everything but the containers (no docker provider, see above). */
 function engineConfig(): Record<string, unknown> {
@@ -69,7 +82,7 @@ interface LocalPlan {
     readonly targets: Readonly<Record<string, HardwareTarget>>;
     readonly networks: { readonly serve: NetworkSpec; readonly sidecars: NetworkSpec };
     readonly server: ContainerSpec & { readonly target: string; readonly port: number };
-    readonly sidecar: ContainerSpec & { readonly port: number; readonly alias: string };
+    readonly sidecar: ContainerSpec & { readonly port: number; readonly alias: string; readonly build: { readonly image: string; readonly target: string } };
 }
 
 type Labels = ReadonlyArray<{ readonly label: string; readonly value: string }>;
@@ -95,6 +108,8 @@ async function containerPlan(): Promise<LocalPlan> {
             ...sidecar,
             port: Number(labelOf(sidecar.labels, "ml-infra.sidecar-port")),
             alias: (sidecar.networksAdvanced ?? [])[0]?.aliases?.[0] ?? sidecar.name,
+            // The sidecar runs one of the stack's own builds: the engine's digest replaces the mock's.
+            build: { image: labelOf(sidecar.labels, "ml-infra.image") ?? "", target: labelOf(sidecar.labels, "ml-infra.target") ?? "" },
         },
     };
 }
@@ -158,6 +173,83 @@ function buildctl(tools: Tools, args: readonly string[]): Promise<{ code: number
     });
 }
 
+// ------------------------------------------------------------------ preview inputs with unknowns
+
+/** The paths (`a.b`, `a[0]`) of the values the engine does not know yet. */
+function unknownPathsOf(value: unknown, at: string): string[] {
+    if (value === UNKNOWN) return [at];
+    if (Array.isArray(value)) return value.flatMap((v, i) => unknownPathsOf(v, `${at}[${i}]`));
+    if (value !== null && typeof value === "object") return Object.entries(value as Record<string, unknown>).flatMap(([k, v]) => unknownPathsOf(v, `${at}.${k}`));
+    return [];
+}
+
+// ------------------------------------------------------------------ the local registry (loopback only)
+
+const MANIFEST_ACCEPT = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+/** `repo` and `digest` of `127.0.0.1:5000/<repo>@sha256:...`. */
+function splitDigestRef(ref: string): { repo: string; digest: string } {
+    const m = /^127\.0\.0\.1:5000\/(.+)@(sha256:[0-9a-f]{64})$/.exec(ref);
+    if (!m) throw new Error(`not a digest reference in the local registry: ${ref}`);
+    return { repo: m[1], digest: m[2] };
+}
+
+/** `repo` and `tag` of `127.0.0.1:5000/<repo>:<tag>`. */
+function splitTagRef(ref: string): { repo: string; tag: string } {
+    const m = /^127\.0\.0\.1:5000\/(.+):([^:/]+)$/.exec(ref);
+    if (!m) throw new Error(`not a tag reference in the local registry: ${ref}`);
+    return { repo: m[1], tag: m[2] };
+}
+
+async function tagsOf(repo: string): Promise<string[]> {
+    const res = await httpRequest(`http://${LOCAL_REGISTRY}/v2/${repo}/tags/list`);
+    if (res.status !== 200) throw new Error(`tags of ${repo}: HTTP ${res.status}`);
+    return [...((JSON.parse(res.body) as { tags: string[] | null }).tags ?? [])].sort();
+}
+
+/** The digest a tag or digest resolves to in the registry, or undefined when it does not (HEAD, every manifest type). */
+async function resolves(repo: string, reference: string): Promise<string | undefined> {
+    const res = await httpRequest(`http://${LOCAL_REGISTRY}/v2/${repo}/manifests/${reference}`, { method: "HEAD", headers: { Accept: MANIFEST_ACCEPT } });
+    const digest = res.headers["docker-content-digest"];
+    return res.status === 200 && typeof digest === "string" ? digest : undefined;
+}
+
+/** The layer digests of the linux/amd64 image a reference names (through an index, e.g. with provenance attestations). */
+async function layersOf(repo: string, reference: string): Promise<string[]> {
+    const res = await httpRequest(`http://${LOCAL_REGISTRY}/v2/${repo}/manifests/${reference}`, { headers: { Accept: MANIFEST_ACCEPT } });
+    if (res.status !== 200) throw new Error(`manifest ${repo}@${reference}: HTTP ${res.status}`);
+    const doc = JSON.parse(res.body) as { manifests?: Array<{ digest: string; platform?: { os: string; architecture: string } }>; layers?: Array<{ digest: string }> };
+    if (doc.manifests) {
+        const image = doc.manifests.find((m) => m.platform?.os === "linux" && m.platform.architecture === "amd64");
+        if (!image) throw new Error(`${repo}@${reference}: no linux/amd64 image in the index`);
+        return layersOf(repo, image.digest);
+    }
+    return (doc.layers ?? []).map((l) => l.digest);
+}
+
+type Built = { ref: string; tag: string; cacheRef: string; digest: string };
+type BuiltImages = Record<string, Record<string, Built>>;
+
+/** Every tag of every repository the stack pushes to, with the digest each resolves to. */
+async function registrySnapshot(images: readonly string[]): Promise<Record<string, string | undefined>> {
+    const out: Record<string, string | undefined> = {};
+    for (const image of images) {
+        for (const tag of await tagsOf(`ml/${image}`)) out[`ml/${image}:${tag}`] = await resolves(`ml/${image}`, tag);
+    }
+    return out;
+}
+
+/** A number from a Prometheus text body, e.g. `inference_requests_total{path="/v1/infer",status="200"}`; 0 when absent. */
+function sampleOf(body: string, series: string): number {
+    const line = body.split("\n").find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 // ------------------------------------------------------------------ the suite
 
 const engine = engineAvailable(BUILD.builder);
@@ -179,7 +271,20 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
     const plan = await containerPlan();
     let project: PulumiProject;
     let firstPreview: Preview;
-    let built: Record<string, { ref: string; tag: string; cacheRef: string }> = {};
+    let all: BuiltImages = {};
+    let offlinePlan: Array<{ type: string; name: string; urn: string; inputs: Record<string, unknown> }> | undefined;
+    /** The offline plan of the engine's config (npm run plan -- --config <file> --json <out>), made once. */
+    const offlinePlanOf = async () => {
+        if (offlinePlan) return offlinePlan;
+        const out = path.join(os.tmpdir(), `ml-e2e-plan-${process.pid}.json`);
+        const { spawnSync } = await import("node:child_process");
+        const r = spawnSync(process.execPath, [path.join(ROOT, "node_modules/tsx/dist/cli.mjs"), path.join(ROOT, "scripts/plan.ts"), "--stack", STACK, "--config", project.stackFile, "--json", out], { encoding: "utf8", cwd: ROOT });
+        if (r.status !== 0) throw new Error(`npm run plan failed (${r.status}): ${r.stderr}${r.stdout}`);
+        offlinePlan = (JSON.parse(fs.readFileSync(out, "utf8")) as { resources: Array<{ type: string; name: string; urn: string; inputs: Record<string, unknown> }> }).resources;
+        fs.rmSync(out, { force: true });
+        return offlinePlan;
+    };
+    let built: Record<string, Built> = {};
     let serve: NetworkInfo;
     let sidecars: NetworkInfo;
     let server: ContainerInfo;
@@ -191,6 +296,32 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
         const b = built[target];
         if (!b) throw new Error(`target ${target} was not built`);
         return b.ref;
+    };
+    const readBuilt = async (): Promise<BuiltImages> => {
+        const images = (await project.outputs()).images as Record<string, { targets: Record<string, Built> }>;
+        return Object.fromEntries(Object.entries(images).map(([name, i]) => [name, i.targets]));
+    };
+    /** What the engine recorded for one docker-build Image: its inputs (build args) and outputs (digest). */
+    const imageState = async (name: string) => {
+        const found = (await project.state()).find((r) => r.type === "docker-build:index:Image" && r.urn.endsWith(`::${name}`));
+        if (!found) throw new Error(`no docker-build Image ${name} in the state`);
+        return { buildArgs: (found.inputs?.buildArgs ?? {}) as Record<string, string>, digest: String(found.outputs?.digest ?? "") };
+    };
+    /** The server of each target is built FROM the base of the same target, as the registry holds them (layers) and as the engine recorded it (build args). */
+    const expectChain = async (images: BuiltImages, targets: readonly string[]) => {
+        for (const target of targets) {
+            const base = images[CHAIN.base][target];
+            const server = images[CHAIN.server][target];
+            const args = (await imageState(`${CHAIN.server}-${target}-image`)).buildArgs;
+            expect(args.BASE_IMAGE, `${target} BASE_IMAGE`).toBe(base.ref);
+            expect(args.RUNTIME_BASE_IMAGE, `${target} RUNTIME_BASE_IMAGE`).toBe(base.ref);
+            expect(args.BUILD_BASE_IMAGE, `${target} BUILD_BASE_IMAGE: the kernels compile on the Debian base`).toBe(LOCAL_BASE_IMAGE);
+            const baseLayers = await layersOf(`ml/${CHAIN.base}`, base.digest);
+            const serverLayers = await layersOf(`ml/${CHAIN.server}`, server.digest);
+            expect(baseLayers.length).toBeGreaterThan(0);
+            expect(serverLayers.slice(0, baseLayers.length), `${target}: the server's first layers are the base's`).toEqual(baseLayers);
+            expect(serverLayers.length).toBeGreaterThan(baseLayers.length);
+        }
     };
 
     beforeAll(async () => {
@@ -214,56 +345,92 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
     it("previews what the offline plan plans: the same resources, with the same known inputs", async () => {
         firstPreview = await project.preview();
         const creates = firstPreview.steps.filter((s) => s.op === "create" && s.newState && s.newState.type !== "pulumi:pulumi:Stack");
-        // The offline plan of the same config (npm run plan -- --config <file> --json <out>).
-        const out = path.join(os.tmpdir(), `ml-e2e-plan-${process.pid}.json`);
-        const { spawnSync } = await import("node:child_process");
-        const r = spawnSync(process.execPath, [path.join(ROOT, "node_modules/tsx/dist/cli.mjs"), path.join(ROOT, "scripts/plan.ts"), "--stack", STACK, "--config", project.stackFile, "--json", out], { encoding: "utf8", cwd: ROOT });
-        expect(r.status, r.stderr + r.stdout).toBe(0);
-        const offline = JSON.parse(fs.readFileSync(out, "utf8")) as { resources: Array<{ type: string; name: string; urn: string; inputs: Record<string, unknown> }> };
+        const offline = { resources: await offlinePlanOf() };
         const key = (type: string, urn: string) => `${type} ${urn.split("::").pop()}`;
         expect(creates.map((s) => key(s.newState?.type ?? "", s.urn)).sort()).toEqual(offline.resources.map((x) => key(x.type, x.urn)).sort());
         expect(creates.map((s) => s.urn).sort()).toEqual(offline.resources.map((x) => x.urn).sort());
+        // Images built FROM a chain base: until the base is built, the engine knows no input derived from its digest
+        // (the build args, the release tag, and what TargetImage computes with them); the offline plan has a stand-in digest.
+        const pending: Record<string, string[]> = {};
         for (const step of creates) {
             const mine = offline.resources.find((x) => x.urn === step.urn);
-            const engineInputs = knownInputs(step.newState?.inputs ?? {}) as Record<string, unknown>;
-            // The provider's Check adds its defaults (e.g. cacheFrom[].disabled): every input the program sets must be there as it set it.
+            const raw = step.newState?.inputs ?? {};
+            const name = step.urn.split("::").pop() ?? "";
             for (const [k, v] of Object.entries(mine?.inputs ?? {})) {
                 if (v === "[secret]") continue;
-                expect(engineInputs, `${step.urn} input ${k}`).toHaveProperty(k);
+                if (CHAINED.includes(name) && (raw[k] === undefined || unknownPathsOf(raw[k], k).length > 0)) {
+                    (pending[name] ??= []).push(k);
+                    continue;
+                }
+                // The provider's Check adds its defaults (e.g. cacheFrom[].disabled): every input the program sets must be there as it set it.
+                expect(raw, `${step.urn} input ${k}`).toHaveProperty(k);
+                expect(unknownPathsOf(raw[k], k), `${step.urn} input ${k}: unknown in the preview`).toEqual([]);
+                const engineInputs = knownInputs(raw) as Record<string, unknown>;
                 const wanted = knownInputs(v);
-                if (wanted !== null && typeof wanted === "object") expect(engineInputs[k], `${step.urn} input ${k}`).toMatchObject(wanted);
+                if (wanted !== null && typeof wanted === "object") expect(engineInputs[k], `${step.urn} input ${k}`).toMatchObject(wanted as object);
                 else expect(engineInputs[k], `${step.urn} input ${k}`).toEqual(wanted);
             }
         }
+        // Only the chained images wait for their base, and at least for what its digest goes into.
+        expect(Object.keys(pending).sort()).toEqual([...CHAINED].sort());
+        for (const name of CHAINED) expect(pending[name], name).toEqual(expect.arrayContaining(["buildArgs", "tags"]));
     }, 5 * MIN);
 
-    it("creates what the stack declares on the first up, pushing every target to the local registry by digest", async () => {
+    it("creates what the stack declares on the first up, pushing every image × target to the local registry by digest", async () => {
         const up = await project.up();
         expect(up.stdout).toMatch(/\+ \d+ created/);
-        const outputs = await project.outputs();
-        const images = outputs.images as Record<string, { targets: Record<string, { ref: string; tag: string; cacheRef: string }> }>;
-        built = images.inference.targets;
-        const declared = (LOCAL["ml-infra:build"] as { images: Array<{ targets: string[] }> }).images[0].targets;
-        expect(Object.keys(built).sort()).toEqual([...declared].sort());
-        for (const b of Object.values(built)) {
-            expect(b.ref).toMatch(/^127\.0\.0\.1:5000\/ml\/inference@sha256:[0-9a-f]{64}$/);
+        all = await readBuilt();
+        built = all[CHAIN.server];
+        expect(Object.keys(all).sort()).toEqual([...new Set(DECLARED.map((d) => d.image))].sort());
+        for (const { image, target } of DECLARED) {
+            const b = all[image][target];
+            expect(b?.ref, `${image} ${target}`).toMatch(new RegExp(`^127\\.0\\.0\\.1:5000/ml/${image}@sha256:[0-9a-f]{64}$`));
+            expect(b.tag).toMatch(new RegExp(`^127\\.0\\.0\\.1:5000/ml/${image}:${target}\\.[0-9a-f]{16}$`));
             expect(registryHas(b.tag), b.tag).toBe(true);
             expect(registryHas(b.cacheRef), b.cacheRef).toBe(true);
+            expect(await resolves(`ml/${image}`, splitTagRef(b.tag).tag), b.tag).toBe(b.digest);
         }
-        const resources = await project.resources();
-        const kinds = resources.map((r) => r.type);
-        expect(kinds.filter((t) => t === "docker-build:index:Image")).toHaveLength(declared.length);
+        const kinds = (await project.resources()).map((r) => r.type);
+        expect(kinds.filter((t) => t === "docker-build:index:Image")).toHaveLength(DECLARED.length);
     }, 20 * MIN);
 
-    it("reports no changes on a second up with nothing changed (no perpetual diff in the real engine)", async () => {
+    it("builds the chain for real: each server FROM the inference-base digest the same up pushed, its kernel compiled on the Debian base", async () => {
+        await expectChain(all, BUILD.images.find((i) => i.name === CHAIN.server)?.targets ?? []);
+    });
+
+    it("registers for the chained images what the offline plan plans, with the base's real digest where the plan has a stand-in", async () => {
+        const plan = await offlinePlanOf();
+        const state = await project.state();
+        for (const name of CHAINED) {
+            const planned = plan.find((r) => r.urn.endsWith(`::${name}`));
+            const registered = state.find((r) => r.urn.endsWith(`::${name}`));
+            if (!planned || !registered) throw new Error(`${name} is missing from the offline plan or the state`);
+            const target = name.slice(`${CHAIN.server}-`.length, -"-image".length);
+            const baseRef = all[CHAIN.base][target].ref;
+            for (const [k, v] of Object.entries(planned.inputs)) {
+                if (v === "[secret]") continue;
+                const got = knownInputs(registered.inputs?.[k]);
+                if (k === "tags") expect(got, `${name} ${k}`).toEqual([expect.stringMatching(new RegExp(`^127\\.0\\.0\\.1:5000/ml/${CHAIN.server}:${target}\\.[0-9a-f]{16}$`))]);
+                else if (k === "buildArgs") expect(got, `${name} ${k}`).toEqual({ ...(v as Record<string, string>), BASE_IMAGE: baseRef, RUNTIME_BASE_IMAGE: baseRef });
+                else if (v !== null && typeof v === "object") expect(got, `${name} ${k}`).toMatchObject(knownInputs(v) as object);
+                else expect(got, `${name} ${k}`).toEqual(v);
+            }
+        }
+    });
+
+    it("reports no changes on a second up with nothing changed (no perpetual diff in the real engine), and pushes no tag again", async () => {
+        const before = await registrySnapshot(Object.keys(all));
         const expectNone = await project.pulumi(["preview", "--expect-no-changes"]);
         expect(expectNone.code, expectNone.stdout.slice(-3000)).toBe(0);
         const again = await project.up();
         expect(again.stdout).not.toMatch(/\b(created|updated|replaced|deleted)\b/);
         expect(again.stdout).toMatch(/\d+ unchanged/);
+        expect(again.stdout, "no build ran").not.toMatch(/pushing layers|exporting to image/);
+        expect(await registrySnapshot(Object.keys(all))).toEqual(before);
+        expect(await readBuilt()).toEqual(all);
     }, 10 * MIN);
 
-    const declaredTargets = (LOCAL["ml-infra:build"] as { images: Array<{ targets: string[] }> }).images.flatMap((i) => i.targets);
+    const declaredTargets = BUILD.images.find((i) => i.name === CHAIN.server)?.targets ?? [];
     it.each(declaredTargets.map((name) => [name, plan.targets[name]] as const))(
         "target %s runs here when the CPU has its instructions, else refuses with exit 78",
         async (name, target) => {
@@ -296,7 +463,8 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
         // Engine 20.10 lets the host reach an internal network (it is the gateway): close that (see docker.ts).
         await isolateFromHost(sidecars);
         expect((await probeTcp("127.0.0.1", plan.sidecar.port, 500)).connected, `something already listens on 127.0.0.1:${plan.sidecar.port}`).toBe(false);
-        sidecar = await runContainer(plan.sidecar, OWNER);
+        expect(plan.sidecar.build.image, "the sidecar runs one of the stack's own builds").toBe("local-metrics");
+        sidecar = await runContainer({ ...plan.sidecar, image: all[plan.sidecar.build.image][plan.sidecar.build.target].ref }, OWNER);
         server = await runContainer({ ...plan.server, image: builtRef(plan.server.target) }, OWNER);
         const published = server.ports.find((p) => p.internal === plan.server.port);
         expect(published?.ip).toBe("127.0.0.1");
@@ -333,10 +501,53 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
         expect((await inspectContainer(plan.sidecar.name)).ports).toEqual([]);
     });
 
-    it("reaches the sidecar from the server by name", async () => {
-        const out = await execIn(plan.server.name, pythonGet(`http://${plan.sidecar.alias}:${plan.sidecar.port}/`));
-        expect(out.stdout.trim()).toBe("sidecar");
+    it("reaches the sidecar from the server by name (SIDECAR_METRICS_URL)", async () => {
+        const url = plan.server.envs?.find((e) => e.startsWith("SIDECAR_METRICS_URL="))?.split("=")[1];
+        expect(url).toBe(`http://${plan.sidecar.alias}:${plan.sidecar.port}/`);
+        const out = await execIn(plan.server.name, pythonGet(`${url}status`));
+        expect(out.stdout).toContain(`target http://${plan.server.name}:${plan.server.port}/metrics`);
     });
+
+    it("serves Prometheus metrics on the server's own port: request counts by path and status, a latency histogram, the model load time", async () => {
+        const res = await httpRequest(`${serverUrl}/metrics`);
+        expect(res.status).toBe(200);
+        expect(res.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8");
+        expect(res.body).toContain("# TYPE inference_requests_total counter");
+        expect(res.body).toContain("# TYPE inference_request_duration_seconds histogram");
+        expect(sampleOf(res.body, 'inference_requests_total{path="/v1/infer",status="200"}')).toBeGreaterThanOrEqual(2);
+        expect(sampleOf(res.body, 'inference_requests_total{path="/v1/infer",status="400"}')).toBe(1);
+        expect(sampleOf(res.body, 'inference_request_duration_seconds_bucket{path="/v1/infer",le="+Inf"}')).toBe(sampleOf(res.body, 'inference_request_duration_seconds_count{path="/v1/infer"}'));
+        expect(sampleOf(res.body, "inference_model_load_seconds")).toBeGreaterThan(0);
+        expect(sampleOf(res.body, `inference_model_info{target="${plan.server.target}",isa="avx2",model="model.npz"}`)).toBe(1);
+    });
+
+    it("the metrics sidecar scrapes the server's /metrics by name and keeps what it read: the requests sent to 127.0.0.1 show up there", async () => {
+        const ok = 'inference_requests_total{path="/v1/infer",status="200"}';
+        const before = sampleOf((await httpRequest(`${serverUrl}/metrics`)).body, ok);
+        const n = 7;
+        for (let i = 0; i < n; i++) {
+            const res = await httpRequest(`${serverUrl}/v1/infer`, { body: JSON.stringify({ inputs: [Array.from({ length: 64 }, (_, j) => (i + j) / 64)] }) });
+            expect(res.status).toBe(200);
+        }
+        // Read inside the sidecar (docker exec): the last scrape it kept, refreshed every SCRAPE_INTERVAL_SECONDS.
+        const deadline = Date.now() + 30_000;
+        let scraped = "";
+        while (Date.now() < deadline) {
+            scraped = (await execIn(plan.sidecar.name, ["cat", "/srv/metrics/metrics"], { allowFailure: true })).stdout;
+            if (sampleOf(scraped, ok) >= before + n) break;
+            await new Promise((r) => setTimeout(r, 500));
+        }
+        expect(sampleOf(scraped, ok), scraped.slice(0, 2000)).toBeGreaterThanOrEqual(before + n);
+        expect(sampleOf(scraped, 'inference_request_duration_seconds_count{path="/v1/infer"}')).toBeGreaterThanOrEqual(before + n);
+        expect(sampleOf(scraped, "inference_model_load_seconds")).toBeGreaterThan(0);
+        const status = (await execIn(plan.sidecar.name, ["cat", "/srv/metrics/status"])).stdout;
+        expect(status).toContain(`target http://${plan.server.name}:${plan.server.port}/metrics`);
+        expect(Number(/scrapes_ok (\d+)/.exec(status)?.[1])).toBeGreaterThan(0);
+        expect((await containerLogs(plan.sidecar.name))).toContain(`scraped http://${plan.server.name}:${plan.server.port}/metrics`);
+        // It serves what it kept on its own port, inside the internal network only.
+        const served = await execIn(plan.server.name, pythonGet(`http://${plan.sidecar.alias}:${plan.sidecar.port}/metrics`));
+        expect(served.stdout).toContain("# TYPE inference_requests_total counter");
+    }, MIN);
 
     it("reaches no sidecar port from the host, on 127.0.0.1 or on the sidecar's own address", async () => {
         const ip = sidecar.networks[plan.networks.sidecars.name].ip;
@@ -346,7 +557,7 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
         expect(viaLoopback.connected, `127.0.0.1:${plan.sidecar.port}`).toBe(false);
         expect(viaContainerIp.connected, `${ip}:${plan.sidecar.port} (${viaContainerIp.error})`).toBe(false);
         // Control: the same port answers inside the internal network.
-        expect((await execIn(plan.server.name, pythonGet(`http://${ip}:${plan.sidecar.port}/`))).stdout.trim()).toBe("sidecar");
+        expect((await execIn(plan.server.name, pythonGet(`http://${ip}:${plan.sidecar.port}/status`))).stdout).toContain("scrapes_ok");
     });
 
     it("gives the sidecar no way out of its internal network", async () => {
@@ -381,32 +592,115 @@ describe.skipIf(why !== undefined)(`the local stack on Pulumi's real engine${why
     }, 2 * MIN);
 
 
-    it("after a one-line code change, preview shows exactly the affected images updating; up on an emptied runner rebuilds only that layer from the registry cache", async () => {
+    it("after a one-line code change, preview shows exactly the server images updating; up on an emptied runner rebuilds only that layer from the registry cache, under a new release tag, the old one kept", async () => {
         await cleanup(OWNER);
         fs.appendFileSync(path.join(project.dir, "images/inference-server/app/server.py"), `# e2e code change ${Date.now()}\n`);
         const preview = await project.preview();
         const changed = preview.steps.filter((s) => s.op !== "same");
-        const images = preview.steps.filter((s) => s.newState?.type === "docker-build:index:Image").map((s) => s.urn.split("::").pop());
-        expect(changed.map((s) => [s.op, s.urn.split("::").pop()]).sort()).toEqual(images.map((n) => ["update", n]).sort());
-        for (const s of changed) expect(s.diffReasons).toEqual(["contextHash"]);
+        const servers = declaredTargets.map((t) => `${CHAIN.server}-${t}-image`);
+        expect(changed.map((s) => [s.op, s.urn.split("::").pop()]).sort()).toEqual(servers.map((n) => ["update", n]).sort());
+        // The context changed, and so does the release tag (a hash of every build input).
+        for (const s of changed) expect([...(s.diffReasons ?? [])].sort()).toEqual(["contextHash", "tags"]);
 
         // An ephemeral runner: nothing in BuildKit's own cache, only the registry cache.
         const pruned = await buildctl(tools, ["prune", "--all"]);
         expect(pruned.code, pruned.stderr).toBe(0);
         const up = await project.up();
-        for (const name of images) {
-            const steps = buildStepsOf(up.stdout, name ?? "");
+        for (const name of servers) {
+            const steps = buildStepsOf(up.stdout, name);
             const rerun = steps.filter((s) => !s.cached);
             expect(steps.length, `${name}: build steps in the up log`).toBeGreaterThan(5);
-            expect(rerun.map((s) => s.name), `${name} re-ran`).toEqual([expect.stringMatching(/^\[runtime-cpu \d+\/\d+\] COPY (?:--link )?app\/server\.py \/app\/server\.py$/)]);
+            expect(rerun.map((s) => s.name), `${name} re-ran`).toEqual([expect.stringMatching(/^\[runtime-cpu \d+\/\d+\] COPY --link app\/server\.py app\/metrics\.py \/app\/$/)]);
         }
         expect(up.stdout).toMatch(/importing cache manifest from 127\.0\.0\.1:5000\/ml\/cache\/inference:cache-/);
+
+        const after = await readBuilt();
+        // The base and the sidecar are as they were; each server has a new digest under a new tag, and the old tag still names the old digest.
+        expect(after[CHAIN.base]).toEqual(all[CHAIN.base]);
+        expect(after["local-metrics"]).toEqual(all["local-metrics"]);
+        const tags = await tagsOf(`ml/${CHAIN.server}`);
+        for (const target of declaredTargets) {
+            const old = all[CHAIN.server][target];
+            const now = after[CHAIN.server][target];
+            expect(now.digest).not.toBe(old.digest);
+            expect(now.tag).not.toBe(old.tag);
+            expect(tags, `${target}: the new release tag is in the registry`).toContain(splitTagRef(now.tag).tag);
+            expect(tags, `${target}: the old release tag is still there`).toContain(splitTagRef(old.tag).tag);
+            expect(await resolves(`ml/${CHAIN.server}`, splitTagRef(old.tag).tag), `${old.tag} still resolves to the old digest`).toBe(old.digest);
+            expect(await resolves(`ml/${CHAIN.server}`, splitTagRef(now.tag).tag)).toBe(now.digest);
+        }
+        await expectChain(after, declaredTargets);
+        all = after;
     }, 20 * MIN);
 
-    it("destroy leaves no resource, container, network or builder behind", async () => {
+    it("after a change to the base's context, preview shows the base and every server built FROM it updating, and nothing else", async () => {
+        fs.appendFileSync(path.join(project.dir, BASE_CONTEXT_FILE), `# e2e base change ${Date.now()}\n`);
+        const preview = await project.preview();
+        const changed = preview.steps.filter((s) => s.op !== "same").map((s) => [s.op, s.urn.split("::").pop()]);
+        const bases = declaredTargets.map((t) => `${CHAIN.base}-${t}-image`);
+        const servers = declaredTargets.map((t) => `${CHAIN.server}-${t}-image`);
+        expect(changed.sort()).toEqual([...bases, ...servers].map((n) => ["update", n]).sort());
+    }, 10 * MIN);
+
+    it("then up rebuilds the base and every server FROM its new digest; the compile stages stay cached", async () => {
+        expect(fs.readFileSync(path.join(project.dir, BASE_CONTEXT_FILE), "utf8")).toContain("# e2e base change");
+        const bases = declaredTargets.map((t) => `${CHAIN.base}-${t}-image`);
+        const servers = declaredTargets.map((t) => `${CHAIN.server}-${t}-image`);
+        const up = await project.up();
+        for (const name of [...bases, ...servers]) expect(up.stdout, name).toMatch(new RegExp(`${name}\\b[^\\n]*\\bupdated\\b`));
+        const after = await readBuilt();
+        for (const target of declaredTargets) {
+            expect(after[CHAIN.base][target].digest, `${target}: a new base`).not.toBe(all[CHAIN.base][target].digest);
+            expect(after[CHAIN.server][target].digest, `${target}: a new server`).not.toBe(all[CHAIN.server][target].digest);
+        }
+        expect(after["local-metrics"]).toEqual(all["local-metrics"]);
+        await expectChain(after, declaredTargets);
+        for (const name of servers) {
+            const steps = buildStepsOf(up.stdout, name);
+            const step = (pattern: RegExp) => {
+                const found = steps.find((s) => pattern.test(s.name));
+                if (!found) throw new Error(`${name}: no step ${pattern} in the up log; steps: ${steps.map((s) => s.name).join(" | ")}`);
+                return found;
+            };
+            // FROM the new base: the model is generated again on it; the kernel compiles on BUILD_BASE_IMAGE, untouched.
+            expect(step(/^\[model \d+\/\d+\] RUN python3 \/src\/make_model\.py/).cached, `${name}: model`).toBe(false);
+            expect(step(/^\[kernel-cpu \d+\/\d+\] RUN mkdir -p \/opt\/kernel && gcc/).cached, `${name}: kernel`).toBe(true);
+        }
+        all = after;
+    }, 20 * MIN);
+
+    it("keeps a removed target's images in the registry (retainOnDelete): up deletes the resources, not the releases", async () => {
+        const removed = "cpu-avx512";
+        const kept = { ...all[CHAIN.base][removed] };
+        const keptServer = { ...all[CHAIN.server][removed] };
+        const config = engineConfig() as Record<string, unknown> & { "ml-infra:build": { images: Array<{ name: string; targets: string[] }> } };
+        const build = config["ml-infra:build"];
+        project.writeConfig({
+            ...config,
+            "ml-infra:build": { ...build, images: build.images.map((i) => ({ ...i, targets: i.targets.filter((t) => t !== removed) })) },
+        });
+        const up = await project.up();
+        expect(up.stdout).toMatch(/- \d+ deleted/);
+        const images = (await project.resources()).filter((r) => r.type === "docker-build:index:Image").map((r) => r.urn.split("::").pop());
+        expect(images.filter((n) => n?.includes(removed))).toEqual([]);
+        for (const [image, b] of [[CHAIN.base, kept], [CHAIN.server, keptServer]] as const) {
+            const { repo, digest } = splitDigestRef(b.ref);
+            expect(await resolves(repo, digest), `${b.ref} (manifest by digest)`).toBe(digest);
+            expect(await resolves(repo, splitTagRef(b.tag).tag), `${b.tag}`).toBe(digest);
+            expect(image).toBeTruthy();
+        }
+    }, 10 * MIN);
+
+    it("destroy leaves no resource, container, network or builder behind, and every released image in the registry", async () => {
         const destroyed = await project.pulumi(["destroy", "--yes"]);
         expect(destroyed.code, destroyed.stdout.slice(-3000)).toBe(0);
         expect((await project.resources()).filter((r) => r.type !== "pulumi:pulumi:Stack")).toEqual([]);
+        for (const targets of Object.values(all)) {
+            for (const b of Object.values(targets)) {
+                const { repo, digest } = splitDigestRef(b.ref);
+                expect(await resolves(repo, digest), b.ref).toBe(digest);
+            }
+        }
         await cleanup(OWNER);
         const { spawnSync } = await import("node:child_process");
         const ls = spawnSync(tools.buildx, ["ls", "--format", "json"], { encoding: "utf8" })

@@ -26,13 +26,14 @@ write_status
 httpd -p "$port" -h "$dir" || exit 1
 echo "local-metrics: scraping $url every ${interval}s, serving the last scrape on :$port/metrics"
 while :; do
-  if err=$(wget -q -T 3 -O "$dir/.scrape" "$url" 2>&1); then
+  # busybox-static's own wget -T crashes (SIGSEGV in its static glibc): bound it with timeout instead.
+  if err=$(timeout 5 wget -q -O "$dir/.scrape" "$url" 2>&1); then
     mv -f "$dir/.scrape" "$dir/metrics"
     ok=$((ok + 1)) last_success=$(date +%s) last_error=none
     [ "$state" = ok ] || echo "local-metrics: scraped $url"
     state=ok
   else
-    failed=$((failed + 1)) last_error=$(echo "$err" | tr '\n' ' ')
+    failed=$((failed + 1)) last_error=$(echo "${err:-no answer within 5 s}" | tr '\n' ' ')
     [ "$state" = failed ] || echo "local-metrics: cannot scrape $url: $last_error" >&2
     state=failed
   fi
