@@ -7,10 +7,14 @@
 import { parseImage } from "../components/registry/pullthrough";
 import { ALLOWED_IMAGE_LABEL } from "../components/serve/container-definitions";
 import { allowedEntryFor, refProblem, splitRef } from "../components/serve/images";
+import { PLAIN_HTTP_TAG, tlsPolicyProblem } from "../components/serve/listener";
 import { ecrRepositoryArn } from "../components/serve/task-iam";
+import { ingressRangeProblem } from "../components/shared/cidr";
 import { ecrLocation } from "../components/shared/image-refs";
 import { BINDS_LABEL, ROLE_LABEL, SIDECAR_PORT_LABEL } from "../components/shared/labels";
+import { AWSGUARD_POLICIES } from "./awsguard";
 import { iamDocumentProblems } from "./iam-grammar";
+import { known } from "./known";
 
 export interface PolicyResource {
     readonly type: string;
@@ -43,7 +47,7 @@ export interface StackPolicy {
 
 /** Tag that marks a resource as public on purpose (an internet-facing endpoint a stack asked for). */
 export const PUBLIC_TAG = "ml-infra:public";
-export { ALLOWED_IMAGE_LABEL, SIDECAR_PORT_LABEL };
+export { ALLOWED_IMAGE_LABEL, PLAIN_HTTP_TAG, SIDECAR_PORT_LABEL };
 
 /**
  * Label of a docker-build Image listing (comma-separated, exact references)
@@ -69,20 +73,6 @@ function json(v: unknown): unknown {
         return JSON.parse(v) as unknown;
     } catch {
         return undefined;
-    }
-}
-
-/**
- * Reads a value that may be unknown during `pulumi preview` (the policy SDK
- * throws its UnknownValueError when one is touched): undefined then, so a
- * policy checks everything that is known instead of giving up on the stack.
- */
-function known<T>(read: () => T): T | undefined {
-    try {
-        return read();
-    } catch (error) {
-        if (error instanceof Error && error.constructor.name === "UnknownValueError") return undefined;
-        throw error;
     }
 }
 
@@ -282,9 +272,15 @@ const iamNoWildcards: ResourcePolicy = {
 interface Ingress {
     readonly from: number;
     readonly to: number;
+    /** Address ranges it admits (IPv4 and IPv6); security-group references are not ranges. */
     readonly cidrs: readonly string[];
-    readonly public: boolean;
+    /** The security group the rule belongs to: a resource's URN (through the rule's property dependencies) or the group's ID, when known. */
+    readonly group: readonly string[];
 }
+
+const SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup";
+const VPC_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
+const EC2_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule";
 
 function ingressOf(r: PolicyResource): Ingress[] {
     const range = (p: Obj) => {
@@ -292,38 +288,108 @@ function ingressOf(r: PolicyResource): Ingress[] {
         const all = protocol === "-1" || protocol === "all";
         return { from: all ? 0 : Number(p.fromPort ?? 0), to: all ? 65535 : Number(p.toPort ?? p.fromPort ?? 0) };
     };
-    const isPublic = tagsOf(r)[PUBLIC_TAG] === "true";
-    if (r.type === "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") {
-        return [{ ...range(r.props), cidrs: [str(r.props.cidrIpv4), str(r.props.cidrIpv6)].filter(Boolean), public: isPublic }];
+    const strings = (v: unknown) => list(v).map(str).filter(Boolean);
+    const groupOf = (property: string) => [...(r.propertyDependencies?.[property] ?? []), ...strings(known(() => r.props[property]))];
+    if (r.type === VPC_INGRESS) {
+        return [{ ...range(r.props), cidrs: strings([r.props.cidrIpv4, r.props.cidrIpv6]), group: groupOf("securityGroupId") }];
     }
-    if (r.type === "aws:ec2/securityGroupRule:SecurityGroupRule" && r.props.type === "ingress") {
-        return [{ ...range(r.props), cidrs: [...list(r.props.cidrBlocks), ...list(r.props.ipv6CidrBlocks)].map(str), public: isPublic }];
+    if (r.type === EC2_RULE && r.props.type === "ingress") {
+        return [{ ...range(r.props), cidrs: strings([...list(r.props.cidrBlocks), ...list(r.props.ipv6CidrBlocks)]), group: groupOf("securityGroupId") }];
     }
-    if (r.type === "aws:ec2/securityGroup:SecurityGroup") {
+    if (r.type === SECURITY_GROUP) {
         return list(r.props.ingress)
             .filter(isObj)
-            .map((i) => ({ ...range(i), cidrs: [...list(i.cidrBlocks), ...list(i.ipv6CidrBlocks)].map(str), public: isPublic }));
+            .map((i) => ({ ...range(i), cidrs: strings([...list(i.cidrBlocks), ...list(i.ipv6CidrBlocks)]), group: [r.urn] }));
     }
     return [];
 }
 
-/** 0.0.0.0/0, ::/0, or a range so wide (IPv4 shorter than /8, IPv6 shorter than /16) it is most of the internet. */
-export function isInternetWide(cidr: string): boolean {
+/**
+ * Why an ingress rule may not admit `cidr` (undefined: it may). IPv4: private
+ * address space only (components/shared/cidr.ts, the rule the config applies:
+ * 10/8, 172.16/12, 192.168/16, 100.64/10), whatever the prefix length. IPv6:
+ * unique local addresses (fc00::/7) only.
+ */
+export function ingressCidrProblem(cidr: string): string | undefined {
+    if (!cidr.includes(":")) return ingressRangeProblem(cidr);
     const [address, prefixText] = cidr.split("/");
     const prefix = Number(prefixText);
-    if (prefixText === undefined || Number.isNaN(prefix)) return false;
-    return address.includes(":") ? prefix < 16 : prefix < 8;
+    const first = address.startsWith("::") ? 0 : Number.parseInt(address.split(":")[0], 16);
+    if (!/^[0-9a-fA-F:.]+$/.test(address) || !/^\d{1,3}$/.test(prefixText ?? "") || prefix > 128 || Number.isNaN(first)) return "is not an IPv6 network";
+    if (prefix >= 7 && (first & 0xfe00) === 0xfc00) return undefined;
+    return prefix === 0 ? "is the whole IPv6 internet" : "is public IPv6 address space (outside the unique local fc00::/7); ingress is admitted from private networks only";
 }
 
 const noOpenIngress: ResourcePolicy = {
     name: "no-open-ingress",
-    description: `No ingress from 0.0.0.0/0, ::/0 or another internet-wide range unless the resource is tagged ${PUBLIC_TAG}=true on purpose.`,
+    description:
+        "Ingress is admitted from private address space only (IPv4 10/8, 172.16/12, 192.168/16, 100.64/10; IPv6 fc00::/7) or from security groups: a public range of any prefix length is refused, in inline group rules, aws.vpc ingress rules and aws.ec2 security-group rules.",
     check: (r) =>
-        ingressOf(r)
-            .filter((i) => !i.public && i.cidrs.some(isInternetWide))
-            .map((i) => `ingress ${i.from}-${i.to} is open to the internet (${i.cidrs.filter(isInternetWide).join(", ")})`),
+        ingressOf(r).flatMap((i) =>
+            i.cidrs.flatMap((cidr) => {
+                const problem = ingressCidrProblem(cidr);
+                return problem ? [`ingress ${i.from}-${i.to} is open to the internet (${cidr}): ${problem.replace(/^is /, "")}`] : [];
+            }),
+        ),
 };
 
+const LISTENER_TYPES = new Set(["aws:lb/listener:Listener", "aws:alb/listener:Listener"]);
+const TLS_PROTOCOLS = new Set(["HTTPS", "TLS"]);
+
+/** Region and account of an ARN (`arn:<partition>:<service>:<region>:<account>:...`). */
+function arnLocation(arn: string): { region: string; account: string } | undefined {
+    const parts = arn.split(":");
+    return parts.length >= 6 && parts[0] === "arn" ? { region: parts[3], account: parts[4] } : undefined;
+}
+
+/** Does a listener answer every request with a redirect to HTTPS? */
+function redirectsToHttps(actions: unknown): boolean {
+    const all = list(actions).filter(isObj);
+    return all.length > 0 && all.every((a) => a.type === "redirect" && isObj(a.redirect) && str(a.redirect.protocol).toUpperCase() === "HTTPS");
+}
+
+const listenersHttps: ResourcePolicy = {
+    name: "lb-listeners-https",
+    description: `A load-balancer listener with a certificate is HTTPS (or TLS) with a current TLS policy (oldest protocol TLS 1.2: ELBSecurityPolicy-TLS13-1-2-*, -TLS13-1-3-*, -TLS-1-2-*, -FS-1-2-*), and every HTTPS or TLS listener names one; the certificate is in its load balancer's account and region; an HTTP listener redirects to HTTPS unless its stack chose plain HTTP (serve.loadBalancer.protocol: http, recorded as the tag ${PLAIN_HTTP_TAG}=true).`,
+    check: (r) => {
+        if (!LISTENER_TYPES.has(r.type)) return [];
+        // Unknown during a preview: nothing to judge yet. Unset: HTTP (an application load balancer's default).
+        const read = known(() => ({ protocol: r.props.protocol }));
+        if (read === undefined) return [];
+        const protocol = str(read.protocol).toUpperCase() || "HTTP";
+        const certificate = known(() => str(r.props.certificateArn)) ?? "";
+        const port = known(() => r.props.port);
+        const out: string[] = [];
+        if (certificate !== "" && !TLS_PROTOCOLS.has(protocol)) {
+            out.push(`listener on port ${String(port)} has a certificate but is ${protocol}: a listener with a certificate serves HTTPS (or TLS)`);
+        }
+        const where = arnLocation(certificate);
+        const lb = arnLocation(known(() => str(r.props.loadBalancerArn)) ?? "");
+        if (where && lb && (where.region !== lb.region || where.account !== lb.account)) {
+            out.push(
+                `listener on port ${String(port)} uses certificate ${certificate} of account ${where.account} in ${where.region}, but its load balancer is in account ${lb.account} in ${lb.region}: a listener can use only a certificate of its own account and region (ACM certificates are regional and not shared)`,
+            );
+        }
+        if (TLS_PROTOCOLS.has(protocol)) {
+            const policy = known(() => str(r.props.sslPolicy));
+            if (policy === "") out.push(`${protocol} listener on port ${String(port)} names no sslPolicy: AWS would pick ELBSecurityPolicy-2016-08, which admits TLS 1.0; name a current one`);
+            else if (policy !== undefined) {
+                const problem = tlsPolicyProblem(policy);
+                if (problem) out.push(`${protocol} listener on port ${String(port)}: sslPolicy ${policy} ${problem}`);
+            }
+        }
+        if (protocol === "HTTP" && certificate === "") {
+            const redirect = known(() => redirectsToHttps(r.props.defaultActions));
+            const chosen = known(() => tagsOf(r)[PLAIN_HTTP_TAG] === "true");
+            if (redirect === false && chosen === false) {
+                out.push(
+                    `plain HTTP listener on port ${String(port)} neither redirects to HTTPS nor is marked as chosen by its stack: serve HTTPS with a certificate (serve.loadBalancer.certificateArn), or opt in to plain HTTP (serve.loadBalancer.protocol: http, which tags the listener ${PLAIN_HTTP_TAG}=true)`,
+                );
+            }
+        }
+        return out;
+    },
+};
 
 const TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition";
 const ECS_SERVICE = "aws:ecs/service:Service";
@@ -403,16 +469,18 @@ export const RESOURCE_POLICIES: readonly ResourcePolicy[] = [
     iamNoWildcards,
     iamGrammar,
     noOpenIngress,
+    listenersHttps,
     internalLoadBalancers,
     sidecarsPrivate,
     ecsServicePlacement,
     noAllTrafficIngress,
     standaloneRules,
+    ...AWSGUARD_POLICIES,
 ];
 
 // ------------------------------------------------------------------- stack
 
-/** Ports sidecars listen on, from their task definitions' docker labels. */
+/** Ports sidecars listen on, from their task definitions' docker labels: port -> "<task>/<container>". */
 export function sidecarPorts(resources: readonly PolicyResource[]): Map<number, string> {
     const ports = new Map<number, string>();
     for (const r of resources) {
@@ -424,14 +492,38 @@ export function sidecarPorts(resources: readonly PolicyResource[]): Map<number, 
     return ports;
 }
 
+/**
+ * The security groups each task definition's tasks run in (through the ECS
+ * services that run it: their networkConfiguration's property dependencies
+ * and literal group IDs), as group key -> the task definitions in it.
+ */
+function tasksByGroup(resources: readonly PolicyResource[]): Map<string, PolicyResource[]> {
+    const byUrn = new Map(resources.map((r) => [r.urn, r]));
+    const out = new Map<string, PolicyResource[]>();
+    for (const service of resources.filter((r) => r.type === ECS_SERVICE)) {
+        const td = dependencyOf(service, "taskDefinition", TASK_DEFINITION, byUrn);
+        if (!td) continue;
+        const nc = known(() => service.props.networkConfiguration);
+        const literal = isObj(nc) ? (known(() => list(nc.securityGroups).map(str).filter(Boolean)) ?? []) : [];
+        const groups = [...(service.propertyDependencies?.networkConfiguration ?? []).filter((urn) => byUrn.get(urn)?.type === SECURITY_GROUP), ...literal];
+        for (const g of groups) out.set(g, [...(out.get(g) ?? []), td]);
+    }
+    return out;
+}
+
 const noSidecarIngress: StackPolicy = {
     name: "no-sidecar-port-ingress",
-    description: "No security-group rule in the stack admits a port a sidecar listens on.",
+    description:
+        "No security-group rule admits a port a sidecar listens on in a task that runs in that group (the group's ECS services' task definitions); a rule whose group is not known is judged against every sidecar port of the stack.",
     check: (resources) => {
-        const ports = sidecarPorts(resources);
+        const groups = tasksByGroup(resources);
+        const everywhere = sidecarPorts(resources);
         const out: Violation[] = [];
         for (const r of resources) {
             for (const i of ingressOf(r)) {
+                const tasks = i.group.flatMap((g) => groups.get(g) ?? []);
+                // Known group: the sidecars of the tasks in it (none: nothing to expose). Unknown: every sidecar.
+                const ports = i.group.length > 0 ? sidecarPorts([...new Set(tasks)]) : everywhere;
                 for (const [port, who] of ports) {
                     if (port >= i.from && port <= i.to) {
                         out.push({ policy: "no-sidecar-port-ingress", resource: r.urn, message: `admits port ${port} of sidecar ${who}` });
@@ -442,7 +534,6 @@ const noSidecarIngress: StackPolicy = {
         return out;
     },
 };
-
 
 /** The resource a property of `r` was computed from, of the given type. */
 function dependencyOf(r: PolicyResource, property: string, type: string, byUrn: ReadonlyMap<string, PolicyResource>): PolicyResource | undefined {

@@ -3,9 +3,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import { cli, diffPlans, main, plan, renderDiff, renderTree, renderViolations, stableJson } from "../scripts/plan";
 import { promote } from "../scripts/promote";
-import { ROOT, STACKS_DIR, importProgram, requiresPinned, stackFileConfig, stackNames } from "./harness";
+import { PLAIN_HTTP_TAG } from "../components/serve/listener";
+import { runPolicies } from "../policy/policies";
+import { ROOT, STACKS_DIR, configProblems, importProgram, requiresPinned, stackFileConfig, stackNames } from "./harness";
 import { PROJECT, digestOf, promotedStack } from "./fixtures";
 
 /** The build stack's plan outputs as `--build-outputs` reads them (what `pulumi stack output --json -s build` gives). */
@@ -106,13 +109,41 @@ describe("a stack built to violate a policy", () => {
     const file = path.join(ROOT, "test/fixtures/Pulumi.violating.yaml");
 
     it("passes the config check but fails the plan with the policy, the resource and a non-zero exit", async () => {
+        // The config accepts it: a well-formed certificate ARN of this region (the stack's account is known only when the program runs).
+        expect(configProblems((parseYaml(fs.readFileSync(file, "utf8")) as { config: Record<string, unknown> }).config, "violating")).toEqual([]);
         const p = await plan("violating", file, importProgram);
-        expect(p.violations.length).toBeGreaterThan(0);
-        expect(new Set(p.violations.map((v) => v.policy))).toEqual(new Set(["no-open-ingress"]));
-        for (const v of p.violations) expect(v.message).toMatch(/open to the internet \(0\.0\.0\.0\/1|128\.0\.0\.0\/1/);
-        expect(renderViolations(p.violations)).toMatch(/^policy pack: \d+ mandatory violation\(s\)\n {2}\[no-open-ingress\] urn:pulumi:violating::ml-infra::/);
+        expect(p.violations.map((v) => [v.policy, v.resource])).toEqual([["lb-listeners-https", "urn:pulumi:violating::ml-infra::ml-infra:serve:InferenceService$aws:lb/listener:Listener::classifier-listener"]]);
+        expect(p.violations[0].message).toMatch(/uses certificate arn:aws:acm:us-east-1:210987654321:certificate\/\S+ of account 210987654321 in us-east-1, but its load balancer is in account 123456789012 in us-east-1/);
+        expect(renderViolations(p.violations)).toMatch(/^policy pack: 1 mandatory violation\(s\)\n {2}\[lb-listeners-https\] urn:pulumi:violating::ml-infra::/);
         const log: string[] = [];
         expect(await main(["--stack", "violating", "--config", file], (line) => log.push(line), importProgram)).toBe(1);
         expect(log.join("\n")).toContain("mandatory violation");
+    });
+});
+
+describe("the pack (AWSGuard included) on the shipped stacks' own resources", () => {
+    const listeners = (p: { resources: ReadonlyArray<{ type: string; name: string; urn: string; inputs: unknown }> }) =>
+        p.resources.filter((r) => r.type === "aws:lb/listener:Listener").map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.inputs as Record<string, unknown> }));
+
+    it("dev serves plain HTTP because its stack says so; the same listeners unmarked fail ours and AWSGuard's", async () => {
+        const dev = listeners(await plan("dev", undefined, importProgram));
+        expect(dev).toHaveLength(3);
+        for (const l of dev) expect(l.props).toMatchObject({ protocol: "HTTP", port: 80, tags: expect.objectContaining({ [PLAIN_HTTP_TAG]: "true" }) });
+        expect(runPolicies(dev)).toEqual([]);
+        const unmarked = dev.map((l) => ({ ...l, props: { ...l.props, tags: {} } }));
+        expect(new Set(runPolicies(unmarked).map((v) => v.policy))).toEqual(new Set(["lb-listeners-https", "alb-http-to-https-redirection"]));
+    });
+
+    it("prod serves HTTPS with its certificate and a current TLS policy; a legacy policy there fails", async () => {
+        const outputs = JSON.parse(fs.readFileSync(await buildOutputs(), "utf8")) as Record<string, unknown>;
+        const prod = listeners(await plan("prod", undefined, importProgram, { buildOutputs: outputs }));
+        expect(prod).toHaveLength(3);
+        for (const l of prod) {
+            expect(l.props).toMatchObject({ protocol: "HTTPS", port: 443, sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06" });
+            expect(l.props.certificateArn).toMatch(/^arn:aws:acm:us-east-1:123456789012:certificate\/[0-9a-f-]{36}$/);
+        }
+        expect(runPolicies(prod)).toEqual([]);
+        const legacy = prod.map((l) => ({ ...l, props: { ...l.props, sslPolicy: "ELBSecurityPolicy-2016-08" } }));
+        expect(runPolicies(legacy).map((v) => v.policy)).toEqual(["lb-listeners-https", "lb-listeners-https", "lb-listeners-https"]);
     });
 });

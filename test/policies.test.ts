@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { ResourceValidationPolicy, StackValidationPolicy } from "@pulumi/policy";
 import { policyPackArgs } from "../policy/pack";
 import { BINDS_LABEL, ROLE_LABEL } from "../components/shared/labels";
-import { ALLOWED_BASES_LABEL, ALLOWED_IMAGE_LABEL, PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
+import { ALLOWED_BASES_LABEL, ALLOWED_IMAGE_LABEL, PLAIN_HTTP_TAG, PUBLIC_TAG, type PolicyResource, RESOURCE_POLICIES, SIDECAR_PORT_LABEL, STACK_POLICIES, runPolicies } from "../policy/policies";
 import { ALLOWED_BASES_LABEL as BUILD_ALLOWED_BASES_LABEL } from "../components/build/target-image";
 import { DIGEST_A, digestOf } from "./fixtures";
 
@@ -25,6 +25,39 @@ const goodLaunchTemplate = {
 const taskDef = (containers: unknown[]) => res("aws:ecs/taskDefinition:TaskDefinition", { containerDefinitions: JSON.stringify(containers) });
 const iamPolicy = (statements: unknown[]) => res("aws:iam/policy:Policy", { policy: JSON.stringify({ Version: "2012-10-17", Statement: statements }) });
 const ingress = (props: Record<string, unknown>) => res("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", { ipProtocol: "tcp", ...props });
+/** Ten public /8 ranges: together a large part of the internet, each far from /0. */
+const TEN_PUBLIC_8S = ["8", "11", "20", "31", "45", "52", "63", "77", "91", "104"].map((o) => `${o}.0.0.0/8`);
+const CERT = "arn:aws:acm:us-east-1:123456789012:certificate/6f3b9a1e-2c47-4d85-b0e9-8a1f5c7d2e64";
+const ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/svc-alb/50dc6c495c0c9188";
+const forward = [{ type: "forward", targetGroupArn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/svc/73e2d6bc24d8a067" }];
+const listener = (props: Record<string, unknown>, type = "aws:lb/listener:Listener") => res(type, { loadBalancerArn: ALB_ARN, port: 443, defaultActions: forward, ...props });
+const https = (sslPolicy: string | undefined) => listener({ protocol: "HTTPS", certificateArn: CERT, ...(sslPolicy === undefined ? {} : { sslPolicy }) });
+const plainHttp = (props: Record<string, unknown> = {}) => listener({ port: 80, protocol: "HTTP", tags: { [PLAIN_HTTP_TAG]: "true" }, ...props });
+const redirect = (protocol: string) => listener({ port: 80, protocol: "HTTP", defaultActions: [{ type: "redirect", redirect: { port: "443", protocol, statusCode: "HTTP_301" } }] });
+/** ELB TLS policies whose oldest protocol is TLS 1.2 (current) and ones that admit TLS 1.0 or 1.1 (legacy). */
+const CURRENT_TLS_POLICIES = [
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04",
+    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    "ELBSecurityPolicy-TLS-1-2-2017-01",
+    "ELBSecurityPolicy-TLS-1-2-Ext-2018-06",
+    "ELBSecurityPolicy-FS-1-2-Res-2020-10",
+];
+const LEGACY_TLS_POLICIES = [
+    "ELBSecurityPolicy-2016-08",
+    "ELBSecurityPolicy-2015-05",
+    "ELBSecurityPolicy-TLS-1-0-2015-04",
+    "ELBSecurityPolicy-TLS-1-1-2017-01",
+    "ELBSecurityPolicy-FS-2018-06",
+    "ELBSecurityPolicy-FS-1-1-2019-08",
+    "ELBSecurityPolicy-TLS13-1-1-2021-06",
+    "ELBSecurityPolicy-TLS13-1-0-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-2021-06-legacy",
+    "TLS13-1-2-2021-06",
+];
 const buildImage = (buildArgs: Record<string, string>, props: Record<string, unknown> = {}) =>
     res("docker-build:index:Image", { tags: [`${HOST}/ml/inference:cpu-avx2.0123456789abcdef`], buildArgs, ...props });
 
@@ -244,12 +277,73 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
     },
     {
         policy: "no-open-ingress",
-        pass: [ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/16" }), ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0", tags: { "ml-infra:public": "true" } })],
+        pass: [
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/16" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "172.16.0.0/12" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "192.168.10.0/24" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "100.64.0.0/10" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv6: "fd12:3456:789a::/48" }),
+            ingress({ fromPort: 443, toPort: 443, referencedSecurityGroupId: "sg-0123456789abcdef0" }),
+            res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["10.20.0.0/16"], securityGroups: ["sg-1"] }] }),
+            res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["10.0.0.0/8"] }),
+            // Egress is not ingress.
+            res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "egress", protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["0.0.0.0/0"] }),
+        ],
         fail: [
             ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0" }),
+            // Tagging a rule public no longer admits the internet: ingress is private address space only.
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0", tags: { [PUBLIC_TAG]: "true" } }),
             ingress({ fromPort: 1234, toPort: 1234, cidrIpv4: "0.0.0.0/1" }),
+            // Public address space whatever the prefix length: one /8, an endpoint group's "VPC" 8.0.0.0/8, a /32.
+            ingress({ fromPort: 1234, toPort: 1234, cidrIpv4: "11.0.0.0/8" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "8.0.0.0/8", description: "HTTPS from the VPC" }),
+            ingress({ fromPort: 22, toPort: 22, cidrIpv4: "203.0.113.7/32" }),
+            // Just outside each private range.
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "172.32.0.0/16" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "192.169.0.0/16" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "100.128.0.0/10" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "10.0.0.0/7" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv6: "::/0" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv6: "2001:db8::/32" }),
+            ingress({ fromPort: 443, toPort: 443, cidrIpv4: "not-a-network" }),
             res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }] }),
+            res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["10.0.0.0/16", "52.0.0.0/8"] }] }),
             res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "-1", cidrBlocks: ["10.0.0.0/8"], ipv6CidrBlocks: ["::/0"] }),
+            res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["45.0.0.0/8"] }),
+        ],
+    },
+    {
+        policy: "lb-listeners-https",
+        pass: [
+            https("ELBSecurityPolicy-TLS13-1-2-2021-06"),
+            listener({ protocol: "HTTPS", certificateArn: CERT, sslPolicy: "ELBSecurityPolicy-TLS-1-2-Ext-2018-06" }, "aws:alb/listener:Listener"),
+            // An NLB's TLS listener, with a current policy.
+            listener({ protocol: "TLS", certificateArn: CERT, sslPolicy: "ELBSecurityPolicy-TLS13-1-3-2021-06" }),
+            plainHttp(),
+            plainHttp({ protocol: undefined }),
+            redirect("HTTPS"),
+            // TCP passes bytes through (the runners' NLB: mutual TLS at buildkitd).
+            listener({ port: 1234, protocol: "TCP" }),
+        ],
+        fail: [
+            https("ELBSecurityPolicy-TLS-1-0-2015-04"),
+            https("ELBSecurityPolicy-2016-08"),
+            https("ELBSecurityPolicy-TLS13-1-1-2021-06"),
+            // No policy named: AWS's default (2016-08) admits TLS 1.0.
+            https(undefined),
+            listener({ protocol: "TLS", certificateArn: CERT, sslPolicy: "ELBSecurityPolicy-FS-1-1-2019-08" }),
+            // Plain HTTP the stack did not choose: forwarding, unset protocol, the alb module's listener, a tag that says false.
+            listener({ port: 80, protocol: "HTTP" }),
+            listener({ port: 80 }),
+            listener({ port: 80, protocol: "HTTP" }, "aws:alb/listener:Listener"),
+            plainHttp({ tags: { [PLAIN_HTTP_TAG]: "false" } }),
+            redirect("HTTP"),
+            // A certificate configured, yet HTTP (or TCP): the opt-in does not excuse it.
+            plainHttp({ certificateArn: CERT }),
+            listener({ port: 443, protocol: "TCP", certificateArn: CERT }),
+            // A certificate of another account, or of another region, than the load balancer's.
+            listener({ protocol: "HTTPS", certificateArn: CERT.replace("123456789012", "210987654321"), sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06" }),
+            listener({ protocol: "HTTPS", certificateArn: CERT.replace("us-east-1", "eu-west-1"), sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06" }),
         ],
     },
     {
@@ -293,6 +387,62 @@ const CASES: ReadonlyArray<{ policy: string; pass: PolicyResource[]; fail: Polic
             res("aws:ec2/securityGroup:SecurityGroup", { egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }] }),
             res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "tcp", fromPort: 80, toPort: 80 }),
         ],
+    },
+    // ---- the enforced AWSGuard policies (policy/awsguard.ts), on @pulumi/aws v7 resources
+    {
+        policy: "alb-http-to-https-redirection",
+        pass: [redirect("HTTPS"), https("ELBSecurityPolicy-TLS13-1-2-2021-06"), plainHttp(), listener({ port: 1234, protocol: "TCP" })],
+        fail: [
+            listener({ port: 80, protocol: "HTTP" }),
+            listener({ port: 80, protocol: "HTTP" }, "aws:alb/listener:Listener"),
+            listener({ port: 80, protocol: "HTTP" }, "aws:elasticloadbalancingv2/listener:Listener"),
+            redirect("HTTP"),
+            plainHttp({ tags: { [PLAIN_HTTP_TAG]: "yes" } }),
+        ],
+    },
+    {
+        policy: "ec2-instance-no-public-ip",
+        pass: [res("aws:ec2/instance:Instance", { associatePublicIpAddress: false })],
+        fail: [res("aws:ec2/instance:Instance", { associatePublicIpAddress: true })],
+    },
+    {
+        policy: "encrypted-volumes",
+        pass: [res("aws:ec2/instance:Instance", { rootBlockDevice: { encrypted: true }, ebsBlockDevices: [{ deviceName: "/dev/xvdb", encrypted: true }] })],
+        fail: [
+            res("aws:ec2/instance:Instance", {}),
+            res("aws:ec2/instance:Instance", { rootBlockDevice: { encrypted: false } }),
+            res("aws:ec2/instance:Instance", { rootBlockDevice: { encrypted: true }, ebsBlockDevices: [{ deviceName: "/dev/xvdb", encrypted: false }] }),
+        ],
+    },
+    {
+        policy: "rds-instance-public-access",
+        pass: [res("aws:rds/instance:Instance", { publiclyAccessible: false, storageEncrypted: true })],
+        fail: [res("aws:rds/instance:Instance", { publiclyAccessible: true, storageEncrypted: true })],
+    },
+    {
+        policy: "rds-storage-encrypted",
+        pass: [res("aws:rds/instance:Instance", { storageEncrypted: true }), res("aws:rds/instance:Instance", { replicateSourceDb: "primary" })],
+        fail: [res("aws:rds/instance:Instance", {}), res("aws:rds/instance:Instance", { storageEncrypted: false })],
+    },
+    {
+        policy: "redshift-cluster-public-access",
+        pass: [res("aws:redshift/cluster:Cluster", { publiclyAccessible: false })],
+        fail: [res("aws:redshift/cluster:Cluster", { publiclyAccessible: true }), res("aws:redshift/cluster:Cluster", {})],
+    },
+    {
+        policy: "dynamodb-table-encryption-enabled",
+        pass: [res("aws:dynamodb/table:Table", { serverSideEncryption: { enabled: true } }), res("aws:dynamodb/table:Table", {})],
+        fail: [res("aws:dynamodb/table:Table", { serverSideEncryption: { enabled: false } })],
+    },
+    {
+        policy: "elasticsearch-encrypted-at-rest",
+        pass: [res("aws:elasticsearch/domain:Domain", { domainName: "d", encryptAtRest: { enabled: true }, vpcOptions: { subnetIds: ["s"] } })],
+        fail: [res("aws:elasticsearch/domain:Domain", { domainName: "d" }), res("aws:elasticsearch/domain:Domain", { domainName: "d", encryptAtRest: { enabled: false } })],
+    },
+    {
+        policy: "elasticsearch-in-vpc-only",
+        pass: [res("aws:elasticsearch/domain:Domain", { domainName: "d", vpcOptions: { subnetIds: ["s"] } })],
+        fail: [res("aws:elasticsearch/domain:Domain", { domainName: "d" })],
     },
 ];
 
@@ -386,6 +536,61 @@ describe("policy pack", () => {
         });
     });
 
+    describe("no-sidecar-port-ingress judges a rule by the sidecars of the tasks in its group", () => {
+        const sidecarPolicy = STACK_POLICIES.find((p) => p.name === "no-sidecar-port-ingress");
+        const check = (resources: PolicyResource[]) => sidecarPolicy?.check(resources) ?? [];
+        /** A service as the program makes it: its group, its task definition (server on `port`, sidecars on theirs), and the rule admitting the ALB to `port`. */
+        const service = (name: string, port: number, sidecars: Record<string, number>, ruleGroup: "linked" | "literal" = "linked") => {
+            const group = { ...res("aws:ec2/securityGroup:SecurityGroup", { vpcId: "vpc-1" }), name: `${name}-task-sg` };
+            const groupId = `${name}-task-sg-id`;
+            const td = taskDef([
+                { name: "server", essential: true, portMappings: [{ containerPort: port }] },
+                ...Object.entries(sidecars).map(([c, p]) => ({ name: c, essential: false, dockerLabels: { [SIDECAR_PORT_LABEL]: String(p) } })),
+            ]);
+            const svc = linked(res("aws:ecs/service:Service", { networkConfiguration: { securityGroups: [groupId], subnets: ["s"] }, capacityProviderStrategies: [{ capacityProvider: "cp" }] }), {
+                taskDefinition: [td],
+                networkConfiguration: [group],
+            });
+            const rule = ingress({ fromPort: port, toPort: port, referencedSecurityGroupId: "sg-alb", securityGroupId: groupId });
+            const ruleLinked = ruleGroup === "linked" ? linked(rule, { securityGroupId: [group] }) : rule;
+            return { group, groupId, td, svc, rule: ruleLinked };
+        };
+
+        it("passes service A's rule on its server port although service B has a sidecar on that port number", () => {
+            const a = service("a", 13133, {});
+            const b = service("b", 8080, { "metrics-exporter": 13133 });
+            expect(check([a.group, a.td, a.svc, a.rule, b.group, b.td, b.svc, b.rule])).toEqual([]);
+            // The same when the rule names its group only by ID (an existing group, or after the first deployment).
+            const literal = service("a", 13133, {}, "literal");
+            expect(check([literal.group, literal.td, literal.svc, literal.rule, b.group, b.td, b.svc, b.rule])).toEqual([]);
+        });
+
+        it("flags a rule of B's group admitting B's own sidecar port", () => {
+            const a = service("a", 13133, {});
+            const b = service("b", 8080, { "metrics-exporter": 13133 });
+            const opened = linked(ingress({ fromPort: 13000, toPort: 14000, referencedSecurityGroupId: "sg-alb", securityGroupId: b.groupId }), { securityGroupId: [b.group] });
+            const found = check([a.group, a.td, a.svc, a.rule, b.group, b.td, b.svc, b.rule, opened]);
+            expect(found.map((v) => [v.resource, v.message])).toEqual([[opened.urn, `admits port 13133 of sidecar ${b.td.name}/metrics-exporter`]]);
+            // By ID too, and an inline rule of B's group.
+            const byId = ingress({ fromPort: 13133, toPort: 13133, cidrIpv4: "10.0.0.0/8", securityGroupId: b.groupId });
+            expect(check([b.group, b.td, b.svc, byId])).toHaveLength(1);
+            const inline = { ...b.group, props: { vpcId: "vpc-1", ingress: [{ protocol: "tcp", fromPort: 13133, toPort: 13133, cidrBlocks: ["10.0.0.0/8"] }] } };
+            expect(check([inline, b.td, b.svc])).toHaveLength(1);
+        });
+
+        it("judges a rule whose group it cannot tell against every sidecar of the stack", () => {
+            const b = service("b", 8080, { "metrics-exporter": 13133 });
+            expect(check([b.group, b.td, b.svc, ingress({ fromPort: 13133, toPort: 13133, cidrIpv4: "10.0.0.0/8" })])).toHaveLength(1);
+        });
+
+        it("passes a rule of a group no task runs in (the runners' load balancer on 13133)", () => {
+            const b = service("b", 8080, { "metrics-exporter": 13133 });
+            const nlbGroup = res("aws:ec2/securityGroup:SecurityGroup", { vpcId: "vpc-1" });
+            const nlbRule = linked(ingress({ fromPort: 13133, toPort: 13133, cidrIpv4: "10.0.0.0/16", securityGroupId: "nlb-sg-id" }), { securityGroupId: [nlbGroup] });
+            expect(check([b.group, b.td, b.svc, nlbGroup, nlbRule])).toEqual([]);
+        });
+    });
+
     describe("ecs-load-balanced-server and ecs-capacity-matches-task (linked through property dependencies)", () => {
         const check = (resources: PolicyResource[]) => STACK_POLICIES.flatMap((p) => p.check(resources));
         const linked = (r: PolicyResource, deps: Record<string, PolicyResource[]>): PolicyResource => ({
@@ -426,7 +631,58 @@ describe("policy pack", () => {
 
     it("runPolicies reports policy, resource and message", () => {
         const bad = ingress({ fromPort: 22, toPort: 22, cidrIpv4: "0.0.0.0/0" });
-        expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet (0.0.0.0/0)" }]);
+        expect(runPolicies([bad])).toEqual([{ policy: "no-open-ingress", resource: bad.urn, message: "ingress 22-22 is open to the internet (0.0.0.0/0): the whole internet; name the callers' networks" }]);
+    });
+
+    describe("no-open-ingress: public address space whatever the prefix length", () => {
+        const check = (r: PolicyResource) => policy("no-open-ingress").check(r);
+
+        it("refuses each of ten public /8 ranges, in every form a rule takes", () => {
+            const inline = res("aws:ec2/securityGroup:SecurityGroup", { ingress: [{ protocol: "tcp", fromPort: 8080, toPort: 8080, cidrBlocks: ["10.0.0.0/16", ...TEN_PUBLIC_8S] }] });
+            expect(check(inline)).toHaveLength(10);
+            const ec2Rule = res("aws:ec2/securityGroupRule:SecurityGroupRule", { type: "ingress", protocol: "tcp", fromPort: 8080, toPort: 8080, cidrBlocks: TEN_PUBLIC_8S });
+            expect(check(ec2Rule)).toHaveLength(10);
+            for (const cidr of TEN_PUBLIC_8S) {
+                expect(check(ingress({ fromPort: 8080, toPort: 8080, cidrIpv4: cidr }))).toEqual([
+                    `ingress 8080-8080 is open to the internet (${cidr}): public address space (outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10); ingress is admitted from private networks only (this VPC, peered VPCs, VPN), never from the internet`,
+                ]);
+            }
+        });
+
+        it("refuses an endpoint security group admitting 8.0.0.0/8 (what a public VPC range would make of the endpoint group)", () => {
+            const endpointRule = ingress({ fromPort: 443, toPort: 443, cidrIpv4: "8.0.0.0/8", description: "HTTPS from the VPC", securityGroupId: "sg-endpoints" });
+            expect(runPolicies([endpointRule]).map((v) => v.policy)).toEqual(["no-open-ingress"]);
+        });
+
+        it("admits the four private ranges and anything inside them, and security groups", () => {
+            for (const cidr of ["10.0.0.0/8", "10.255.255.255/32", "172.16.0.0/12", "172.31.255.0/24", "192.168.0.0/16", "100.64.0.0/10", "100.127.255.0/24"]) {
+                expect(check(ingress({ fromPort: 443, toPort: 443, cidrIpv4: cidr })), cidr).toEqual([]);
+            }
+        });
+    });
+
+    describe("lb-listeners-https: current TLS policies", () => {
+        const check = (r: PolicyResource) => policy("lb-listeners-https").check(r);
+        it.each(CURRENT_TLS_POLICIES)("admits %s", (name) => {
+            expect(check(https(name))).toEqual([]);
+        });
+        it.each(LEGACY_TLS_POLICIES)("refuses %s", (name) => {
+            expect(check(https(name))).toEqual([expect.stringMatching(new RegExp(`^HTTPS listener on port 443: sslPolicy ${name} is not (a current TLS policy|an ELB TLS policy)`))]);
+        });
+        it("says how to serve plain HTTP on purpose", () => {
+            expect(check(listener({ port: 80, protocol: "HTTP" }))).toEqual([
+                `plain HTTP listener on port 80 neither redirects to HTTPS nor is marked as chosen by its stack: serve HTTPS with a certificate (serve.loadBalancer.certificateArn), or opt in to plain HTTP (serve.loadBalancer.protocol: http, which tags the listener ${PLAIN_HTTP_TAG}=true)`,
+            ]);
+        });
+        it("judges nothing that is unknown during a preview", () => {
+            class UnknownValueError extends Error {}
+            const unknownProps = new Proxy({} as Record<string, unknown>, {
+                get: () => {
+                    throw new UnknownValueError("unknown");
+                },
+            });
+            expect(check(res("aws:lb/listener:Listener", unknownProps))).toEqual([]);
+        });
     });
 });
 

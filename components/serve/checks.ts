@@ -11,7 +11,7 @@ import { type Report, within } from "../shared/problems";
 import { resolveTargets } from "../shared/target-config";
 import { type HardwareKind, HARDWARE_KINDS, hardwareKindOf } from "./hardware-kinds";
 import { checkServeImages } from "./images";
-import { type CapacityConfig, type CapacityGroupConfig, type ClientsConfig, type ServeConfig, type ServiceFields, gpusFor } from "./schema";
+import { type CapacityConfig, type CapacityGroupConfig, type ClientsConfig, type LoadBalancerConfig, type ServeConfig, type ServiceFields, gpusFor } from "./schema";
 import {
     MODEL_FETCH_CPU,
     MODEL_FETCH_MEMORY_MIB,
@@ -200,6 +200,26 @@ export function checkClients(clients: ClientsConfig, report: Report): void {
     });
 }
 
+/**
+ * Checks the listener settings. Keys are relative to `serve.loadBalancer`.
+ * HTTPS (the default) needs a certificate; plain HTTP must be asked for
+ * (protocol: http) and then takes neither a certificate nor a TLS policy.
+ */
+export function checkLoadBalancer(lb: LoadBalancerConfig, report: Report): void {
+    if (lb.protocol === "https" && lb.certificateArn === undefined) {
+        report(
+            ["certificateArn"],
+            "the listeners are HTTPS unless the stack says otherwise, and HTTPS needs an ACM certificate: set serve.loadBalancer.certificateArn, or set serve.loadBalancer.protocol: http to serve plain HTTP on port 80 on purpose",
+        );
+    }
+    if (lb.protocol === "http" && lb.certificateArn !== undefined) {
+        report(["protocol"], "a certificate is configured (certificateArn), so the listeners must be HTTPS: remove protocol: http (or the certificate)");
+    }
+    if (lb.protocol === "http" && lb.sslPolicy !== undefined) {
+        report(["sslPolicy"], "is the TLS policy of an HTTPS listener; protocol is http: remove it (or serve HTTPS with a certificate)");
+    }
+}
+
 /** Why an instance type does not belong to a kind's group; undefined when it does. */
 export function instanceTypeProblem(kind: HardwareKind, type: string): string | undefined {
     const info = describeInstanceType(type);
@@ -242,5 +262,6 @@ export function checkServe(serve: ServeConfig, report: Report): Record<string, H
     checkServeImages(serve, targets, report);
     const needs = serve.services.flatMap((s) => (targets[s.target] ? [{ name: s.name, target: targets[s.target] }] : []));
     checkServing(serve, needs, report);
+    checkLoadBalancer(serve.loadBalancer, within(report, ["loadBalancer"]));
     return targets;
 }

@@ -19,6 +19,7 @@ import { dataResourceOptions } from "../shared/protection";
 import { buildContainerDefinitions, serialiseContainerDefinitions, taskVolumes } from "./container-definitions";
 import { deploymentPercents, ecsCpuArchitecture, peerSuffix } from "./ecs";
 import { hardwareKindOf } from "./hardware-kinds";
+import { DEFAULT_TLS_POLICY, PLAIN_HTTP_TAG } from "./listener";
 import { allowedEntryFor, refProblem, splitRef } from "./images";
 import { type ClientsConfig, type LoadBalancerConfig, type ServiceFields, gpusFor } from "./schema";
 import type { ServingCluster } from "./serving-cluster";
@@ -46,7 +47,7 @@ export interface InferenceServiceArgs {
     readonly registry: { readonly host: string; readonly allowedImages: readonly string[] };
     /** Who may reach the load balancer (config `serve.clients`); at least one security group or CIDR, never /0. */
     readonly clients: ClientsConfig;
-    /** Listener settings (config `serve.loadBalancer`; every field has a default). */
+    /** Listener settings (config `serve.loadBalancer`): HTTPS with certificateArn, or plain HTTP when protocol is "http". */
     readonly loadBalancer: LoadBalancerConfig;
     /** AWS region (awslogs and the SDKs inside the task). */
     readonly region: string;
@@ -103,8 +104,13 @@ export class InferenceService extends pulumi.ComponentResource {
 
         const subnets = args.privateSubnetIds ?? cluster.privateSubnetIds;
         const gpus = gpusFor(service, target);
-        const https = args.loadBalancer.certificateArn !== undefined;
+        const https = args.loadBalancer.protocol === "https";
         const listenerPort = https ? 443 : 80;
+        // The config refused both already (checkLoadBalancer); these guard the component's own args.
+        if (https && args.loadBalancer.certificateArn === undefined) {
+            throw new pulumi.ResourceError("loadBalancer: protocol https needs certificateArn (or protocol http, on purpose)", this);
+        }
+        if (!https && args.loadBalancer.certificateArn !== undefined) throw new pulumi.ResourceError("loadBalancer: a certificate is configured, so the protocol must be https", this);
         const image = pulumi.output(args.image).apply((ref) => {
             const problem = refusal(ref);
             if (problem) throw new Error(`service ${name}: ${SERVER_CONTAINER} ${problem}`);
@@ -277,10 +283,11 @@ export class InferenceService extends pulumi.ComponentResource {
             loadBalancerArn: front.loadBalancer.arn,
             port: listenerPort,
             protocol: https ? "HTTPS" : "HTTP",
-            certificateArn: args.loadBalancer.certificateArn,
-            sslPolicy: https ? args.loadBalancer.sslPolicy : undefined,
+            certificateArn: https ? args.loadBalancer.certificateArn : undefined,
+            sslPolicy: https ? (args.loadBalancer.sslPolicy ?? DEFAULT_TLS_POLICY) : undefined,
             defaultActions: [{ type: "forward", targetGroupArn: targetGroup.arn }],
-            tags,
+            // Plain HTTP is served only because the stack asked for it: recorded where the policy pack sees it.
+            tags: https ? tags : { ...tags, [PLAIN_HTTP_TAG]: "true" },
         },
         { parent: this },
     );

@@ -11,6 +11,7 @@
  */
 import { z } from "zod";
 import type { HardwareTarget } from "../shared/hardware";
+import { tlsPolicyProblem } from "./listener";
 import { cidr, instanceType, logRetentionDays, name, securityGroupId, strict, stringMap } from "../shared/schema";
 import { stackName } from "../shared/stack-names";
 import { targetsSchema } from "../shared/target-config";
@@ -207,12 +208,28 @@ export const clientsSchema = strict({
 }).prefault({});
 export type ClientsConfig = z.infer<typeof clientsSchema>;
 
-/** `serve.loadBalancer`: listener of every service's internal ALB. */
+/**
+ * `serve.loadBalancer`: listener of every service's internal ALB. HTTPS needs
+ * a certificate; plain HTTP is served only when the stack says so
+ * (`protocol: http`). Which combinations are allowed is checked in ./checks.
+ */
 export const loadBalancerSchema = strict({
-    /** ACM certificate: listen HTTPS on 443 with it. Default: unset (HTTP on 80). */
+    /**
+     * "https" (default): HTTPS on 443 with certificateArn (then required) and sslPolicy.
+     * "http": plain HTTP on 80, on purpose (no certificate); the listener is
+     * tagged ml-infra:plain-http=true, which is what lets the policy pack admit it.
+     */
+    protocol: z.enum(["https", "http"]).default("https"),
+    /** ACM certificate of the HTTPS listener (same account and region as the stack). Required with protocol https; refused with http. */
     certificateArn: z.string().regex(/^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[0-9a-f-]{36}$/, "must be an ACM certificate ARN").optional(),
-    /** TLS policy of the HTTPS listener. Default "ELBSecurityPolicy-TLS13-1-2-2021-06". */
-    sslPolicy: z.string().regex(/^ELBSecurityPolicy-[A-Za-z0-9-]+$/, "must be an ELB security policy name").default("ELBSecurityPolicy-TLS13-1-2-2021-06"),
+    /** TLS policy of the HTTPS listener: one whose oldest protocol is TLS 1.2 (see tlsPolicyProblem). Default "ELBSecurityPolicy-TLS13-1-2-2021-06"; refused with protocol http. */
+    sslPolicy: z
+        .string()
+        .superRefine((name, ctx) => {
+            const problem = tlsPolicyProblem(name);
+            if (problem) ctx.addIssue({ code: "custom", message: problem });
+        })
+        .optional(),
     /** Idle timeout, seconds (long generations need more). Default 60. */
     idleTimeoutSeconds: z.number().int().min(1).max(4000).default(60),
 }).prefault({});
