@@ -381,7 +381,7 @@ describe("serving config schema", () => {
         });
         expect(capacity.arm64.instanceTypes).toEqual(["c7g.xlarge", "m7g.xlarge", "c6g.xlarge"]);
         expect(clientsSchema.parse(undefined)).toEqual({ securityGroupIds: [], cidrs: [] });
-        expect(loadBalancerSchema.parse(undefined)).toEqual({ sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06", idleTimeoutSeconds: 60 });
+        expect(loadBalancerSchema.parse(undefined)).toEqual({ protocol: "https", idleTimeoutSeconds: 60 });
     });
 
     it.each([

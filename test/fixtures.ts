@@ -40,6 +40,7 @@ export function validServe(): Record<string, unknown> {
     return {
         requirePinned: true,
         clients: { cidrs: ["10.0.0.0/16"] },
+        loadBalancer: { protocol: "http" },
         sidecarImages: { "model-sync": refOf("model-sync") },
         services: [
             {

@@ -139,7 +139,7 @@ function program(cases: readonly Case[], options: DeployOptions = {}) {
                     images: options.images?.(c) ?? { modelFetch: KIND_IMAGES["model-sync"], sidecars: sidecarImagesOf({ ...c.fields, ...options.fields?.(c) }) },
                     registry: { host: REGISTRY_HOST, allowedImages: options.allowedImages ?? [] },
                     clients: clientsSchema.parse(options.clients ?? { securityGroupIds: [CLIENT_SG], cidrs: [CLIENT_CIDR] }),
-                    loadBalancer: loadBalancerSchema.parse(options.loadBalancer ?? {}),
+                    loadBalancer: loadBalancerSchema.parse(options.loadBalancer ?? { protocol: "http" }),
                     region: REGION,
                     protectData: options.protectData,
                     tags: TAGS,
@@ -160,6 +160,7 @@ function serveConfig(cases: readonly Case[], options: DeployOptions = {}): Recor
             sidecarImages: KIND_IMAGES,
             capacity: options.capacity ?? {},
             clients: options.clients ?? { cidrs: [CLIENT_CIDR] },
+            loadBalancer: options.loadBalancer ?? { protocol: "http" },
             services: cases.map((c) => ({
                 name: serviceName(c),
                 image: "inference",
@@ -633,7 +634,7 @@ describe("refusals", () => {
         ["GPUs on a Graviton target", { fields: () => ({ gpus: 1 }) }, [CASES[1]], /serve\.services\[0\]\.gpus = 1: target "arm64-neon" is not a GPU target/],
         ["a sidecar on the server's port", { fields: () => ({ port: 6006, sidecars: [{ kind: "tensorboard" }] }) }, [CASES[2]], /serve\.services\[0\]\.sidecars\[0\]\.port = \(missing\): tensorboard "tensorboard" binds 6006/],
         ["no clients", { clients: {} }, [CASES[2]], /serve\.clients = \{\}: no one could reach the services/],
-        ["0.0.0.0/0 clients", { clients: { cidrs: ["0.0.0.0/0"] } }, [CASES[2]], /serve\.clients\.cidrs\[0\] = "0\.0\.0\.0\/0": the load balancers are internal/],
+        ["0.0.0.0/0 clients", { clients: { cidrs: ["0.0.0.0/0"] } }, [CASES[2]], /serve\.clients\.cidrs\[0\] = "0\.0\.0\.0\/0": is the whole internet; .*the load balancers are internal/],
         ["x86 instance types for Graviton", { capacity: { arm64: { instanceTypes: ["c7i.large"] } } }, [CASES[1]], /serve\.capacity\.arm64\.instanceTypes\[0\] = "c7i\.large": c7i\.large is not Graviton/],
         ["no room for GPU tasks", { capacity: { gpu: { maxSize: 0 } } }, [CASES[0]], /serve\.capacity\.gpu\.maxSize = 0: services svc-cuda12 run on gpu capacity; maxSize must be at least 1/],
     ])("refuses %s in the stack config, before anything is registered", (_what, options: DeployOptions, cases, message) => {
@@ -654,7 +655,7 @@ describe("refusals", () => {
                     images: { modelFetch: KIND_IMAGES["model-sync"], sidecars: {} },
                     registry: { host: REGISTRY_HOST, allowedImages: [] },
                     clients: clientsSchema.parse({ cidrs: [CLIENT_CIDR] }),
-                    loadBalancer: loadBalancerSchema.parse({}),
+                    loadBalancer: loadBalancerSchema.parse({ protocol: "http" }),
                     region: REGION,
                     tags: TAGS,
                 });

@@ -19,7 +19,7 @@ function stack(refs: readonly string[]): string {
     const services = refs
         .map((r, i) => `      - name: svc-${i}\n        image: inference\n        target: cpu-avx2\n        ref: ${r}   # svc-${i}\n        model: {bucket: ml-models-123456789012, prefix: classifier/1}\n`)
         .join("");
-    return `# ${N} services\nconfig:\n  aws:region: us-east-1\n  ${PROJECT}:network:\n    cidr: 10.30.0.0/16\n    availabilityZones: [us-east-1a, us-east-1b]\n    natGateways: single\n  ${PROJECT}:serve:\n    requirePinned: true\n    sidecarImages: {model-sync: ${refOf("model-sync")}}\n    clients: {cidrs: [10.30.0.0/16]}\n    services:\n${services}`;
+    return `# ${N} services\nconfig:\n  aws:region: us-east-1\n  ${PROJECT}:network:\n    cidr: 10.30.0.0/16\n    availabilityZones: [us-east-1a, us-east-1b]\n    natGateways: single\n  ${PROJECT}:serve:\n    requirePinned: true\n    sidecarImages: {model-sync: ${refOf("model-sync")}}\n    clients: {cidrs: [10.30.0.0/16]}\n    loadBalancer: {protocol: http}\n    services:\n${services}`;
 }
 
 interface Run {

@@ -77,6 +77,7 @@ function servingStack(services: Record<string, string | undefined>, extra = ""):
         `      model-sync: ${MODEL_SYNC}`,
         "    clients:",
         "      cidrs: [10.30.0.0/16]",
+        "    loadBalancer: {protocol: http}",
         "    services:",
         entries,
         extra,

@@ -357,6 +357,7 @@ describe("a hardware target declared only in stack files", () => {
                     buildStack: "organization/ml-infra/build",
                     targets: { "x86-avx10": npuTarget },
                     clients: { cidrs: ["10.0.0.0/16"] },
+                    loadBalancer: { protocol: "http" },
                     services: [{ name: "avx10", image: "inference", target: "x86-avx10", model: { bucket: "ml-models-123456789012", prefix: "avx10/1" } }],
                 },
             },
@@ -399,6 +400,7 @@ function followingConfig(fields: Record<string, unknown> = {}): Record<string, u
         [SERVE_KEY]: {
             buildStack: "org/ml-infra/build",
             clients: { cidrs: ["10.0.0.0/16"] },
+            loadBalancer: { protocol: "http" },
             services: [{ name: "a", image: "inference", target: "cpu-avx2", model: { bucket: "ml-models-123456789012", prefix: "a/1" }, sidecars: [{ kind: "metrics-exporter" }] }],
             ...fields,
         },
