@@ -132,9 +132,9 @@ function pythonGet(url: string, timeout = 3): string[] {
 }
 
 /**
- * An HTTP GET from inside the busybox sidecar, with nc: busybox-static's wget
- * crashes resolving even numeric hosts (glibc's static NSS), so the sidecar
- * side uses addresses and nc.
+ * An HTTP GET by address from inside the busybox sidecar, with nc and its own
+ * timeout: busybox-static's `wget -T` crashes (SIGSEGV), so a probe that must
+ * give up in time uses `nc -w` (the sidecar's scraper bounds wget with timeout).
  */
 function ncGet(ip: string, port: number, urlPath: string): string[] {
     return ["sh", "-c", `printf 'GET ${urlPath} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip} ${port}`];
