@@ -4,7 +4,7 @@
  * v7 resources, the adapter behaves like the policy SDK, and the v4 copy of
  * @pulumi/aws that AWSGuard brings stays AWSGuard's.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ResourceValidationPolicy } from "@pulumi/policy";
@@ -157,6 +157,36 @@ describe("the copy of @pulumi/aws AWSGuard brings", () => {
         // One policy SDK for both (one pack server per process).
         expect(require.resolve("@pulumi/policy", { paths: [AWSGUARD_DIR] })).toBe(require.resolve("@pulumi/policy", { paths: [ROOT] }));
     });
+});
+
+describe("the pack the engine runs (policy/index.ts)", () => {
+    it("loads with AWSGuard's policies in it and serves, once, printing its port", async () => {
+        const child = spawn(path.join(ROOT, "node_modules/.bin/tsx"), ["index.ts"], { cwd: path.join(ROOT, "policy"), stdio: ["ignore", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        try {
+            const port = await new Promise<string>((resolve, reject) => {
+                const timer = setTimeout(() => reject(new Error(`no port after 60 s; stderr: ${stderr}`)), 60_000);
+                child.stdout.on("data", (d: Buffer) => {
+                    stdout += d.toString();
+                    const m = /^(\d+)\s*$/m.exec(stdout);
+                    if (m) {
+                        clearTimeout(timer);
+                        resolve(m[1]);
+                    }
+                });
+                child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+                child.on("exit", (code) => {
+                    clearTimeout(timer);
+                    reject(new Error(`the pack exited (${code}): ${stderr}`));
+                });
+            });
+            expect(Number(port)).toBeGreaterThan(0);
+            expect(stderr).toBe("");
+        } finally {
+            child.kill();
+        }
+    }, 90_000);
 });
 
 describe("AwsGuard, AWSGuard's own PolicyPack class", () => {
