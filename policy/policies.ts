@@ -2,7 +2,9 @@
  * The project's policies as plain functions over resources (type + input
  * properties), so they can be unit-tested on hand-made resources, run by the
  * offline plan, and wrapped as a Pulumi policy pack (policy/index.ts) for
- * `pulumi preview --policy-pack policy`. Every policy is mandatory.
+ * `pulumi preview --policy-pack policy`. Every policy is mandatory. The
+ * AWSGuard policies the pack enforces (./awsguard) are resource policies here
+ * like ours, so the offline plan runs them too.
  */
 import { parseImage } from "../components/registry/pullthrough";
 import { ALLOWED_IMAGE_LABEL } from "../components/serve/container-definitions";
@@ -45,7 +47,7 @@ export interface StackPolicy {
     readonly check: (resources: readonly PolicyResource[]) => Violation[];
 }
 
-/** Tag that marks a resource as public on purpose (an internet-facing endpoint a stack asked for). */
+/** Tag that marks a load balancer as internet-facing on purpose. (Ingress from public address space is refused whatever the tags.) */
 export const PUBLIC_TAG = "ml-infra:public";
 export { ALLOWED_IMAGE_LABEL, PLAIN_HTTP_TAG, SIDECAR_PORT_LABEL };
 
