@@ -62,6 +62,29 @@ export interface BaseImages {
 /** Label listing the base images allowed outside the registry (read by the policy pack). */
 export const ALLOWED_BASES_LABEL = "ml-infra.allowed-bases";
 
+/** The inputs of one image × target that do not depend on where its bases are (known in every preview). */
+export interface FixedInputs {
+    readonly context: string;
+    readonly dockerfile: string;
+    readonly stage: string;
+    readonly platform: string;
+    readonly labels: Readonly<Record<string, string>>;
+    readonly secretIds: readonly string[];
+}
+
+export function fixedInputs(image: ImageConfig, target: HardwareTarget, allowedBaseImages: readonly string[] = []): FixedInputs {
+    const labels: Record<string, string> = { "ml-infra.image": image.name, "ml-infra.target": target.name };
+    if (allowedBaseImages.length > 0) labels[ALLOWED_BASES_LABEL] = [...allowedBaseImages].sort().join(",");
+    return {
+        context: image.context,
+        dockerfile: path.posix.join(image.context, image.dockerfile),
+        stage: image.stage ?? target.stage,
+        platform: target.platform,
+        labels,
+        secretIds: [...image.secrets].sort(),
+    };
+}
+
 /**
  * Every input of the docker-build Image of one image × target, as plain data
  * (what the release tag is a hash of). Pure but for reading the context.
@@ -79,70 +102,15 @@ export function imageSpec(o: {
 }): ImageSpec {
     const { image, target } = o;
     const root = o.projectRoot ?? process.cwd();
-    const dockerfile = path.posix.join(image.context, image.dockerfile);
-    const labels: Record<string, string> = { "ml-infra.image": image.name, "ml-infra.target": target.name };
-    if (o.allowedBaseImages && o.allowedBaseImages.length > 0) labels[ALLOWED_BASES_LABEL] = [...o.allowedBaseImages].sort().join(",");
+    const fixed = fixedInputs(image, target, o.allowedBaseImages);
     return {
+        ...fixed,
         repository: o.repositoryUrl,
         cacheRef: `${o.cacheRepositoryUrl}:${cacheTag(target.name)}`,
-        context: image.context,
-        contextDigest: cachedContextDigest(path.resolve(root, image.context), path.resolve(root, dockerfile)),
-        dockerfile,
-        stage: image.stage ?? target.stage,
-        platform: target.platform,
+        contextDigest: cachedContextDigest(path.resolve(root, image.context), path.resolve(root, fixed.dockerfile)),
         buildArgs: { ...image.buildArgs, ...targetBuildArgs(target, o.bases.base, o.bases.runtime, o.bases.build ?? o.bases.base) },
-        labels,
-        secretIds: [...image.secrets].sort(),
         builder: o.builder,
         buildOnPreview: o.buildOnPreview,
-    };
-}
-
-/** The docker-build Image arguments a spec determines (plain values). */
-export interface ImageInputs {
-    readonly push: true;
-    readonly tags: string[];
-    readonly platforms: dockerbuild.Platform[];
-    readonly target: string;
-    readonly context: { location: string };
-    readonly dockerfile: { location: string };
-    readonly buildArgs: Record<string, string>;
-    readonly labels: Record<string, string>;
-    readonly cacheFrom: dockerbuild.types.input.CacheFromArgs[];
-    readonly cacheTo: dockerbuild.types.input.CacheToArgs[];
-    readonly buildOnPreview: boolean;
-    readonly builder?: { name: string };
-    readonly ignoreSecretsInDiffCalculation?: string[];
-}
-
-/** The docker-build Image arguments of a spec (every one of them is in the spec, so in the tag). */
-export function imageArgs(spec: ImageSpec, tag: string): ImageInputs {
-    return {
-        push: true,
-        tags: [tag],
-        platforms: [spec.platform as dockerbuild.Platform],
-        target: spec.stage,
-        // Relative paths keep the inputs identical on every machine (no perpetual diff).
-        context: { location: spec.context },
-        dockerfile: { location: spec.dockerfile },
-        buildArgs: { ...spec.buildArgs },
-        labels: { ...spec.labels },
-        cacheFrom: [{ registry: { ref: spec.cacheRef } }],
-        cacheTo: [
-            {
-                registry: {
-                    ref: spec.cacheRef,
-                    mode: dockerbuild.CacheMode.Max,
-                    // ECR only accepts cache exported as an OCI image manifest.
-                    imageManifest: true,
-                    ociMediaTypes: true,
-                },
-            },
-        ],
-        buildOnPreview: spec.buildOnPreview,
-        builder: spec.builder ? { name: spec.builder } : undefined,
-        // A rotated token must not rebuild (and so re-push) a release.
-        ignoreSecretsInDiffCalculation: spec.secretIds.length > 0 ? [...spec.secretIds] : undefined,
     };
 }
 
@@ -164,32 +132,46 @@ export class TargetImage extends pulumi.ComponentResource {
             throw new pulumi.ResourceError(`image ${image.name} does not declare target ${target.name}`, this);
         }
         // Few Outputs per target: every Output costs the SDK several tracked promises,
-        // and a build stack has hundreds of image x target pairs.
+        // and a build stack has hundreds of image x target pairs. Only the build args
+        // (the bases) and the tag wait for a chain base; everything else is known in preview.
         const spec = pulumi.all([args.repositoryUrl, args.cacheRepositoryUrl, args.bases]).apply(([repositoryUrl, cacheRepositoryUrl, bases]) => {
             const s = imageSpec({ ...args, repositoryUrl, cacheRepositoryUrl, bases });
-            return { spec: s, tag: `${repositoryUrl}:${releaseTag(target.name, s)}` };
+            return { buildArgs: s.buildArgs, tag: `${repositoryUrl}:${releaseTag(target.name, s)}` };
         });
         this.tag = spec.tag;
-        this.cacheRef = spec.spec.cacheRef;
+        this.cacheRef = pulumi.interpolate`${args.cacheRepositoryUrl}:${cacheTag(target.name)}`;
+        const fixed = fixedInputs(image, target, args.allowedBaseImages);
         const timeout = `${target.buildTimeoutMinutes}m`;
-        const imageInputs = spec.apply(({ spec: s, tag }) => imageArgs(s, tag));
 
         this.image = new dockerbuild.Image(
             `${name}-image`,
             {
                 push: true,
-                tags: imageInputs.tags,
-                platforms: imageInputs.platforms,
-                target: imageInputs.target,
-                context: imageInputs.context,
-                dockerfile: imageInputs.dockerfile,
-                buildArgs: imageInputs.buildArgs,
-                labels: imageInputs.labels,
-                cacheFrom: imageInputs.cacheFrom,
-                cacheTo: imageInputs.cacheTo,
+                // A list of one (possibly unknown) tag: docker-build checks a push has a tag.
+                tags: [this.tag],
+                platforms: [fixed.platform as dockerbuild.Platform],
+                target: fixed.stage,
+                // Relative paths keep the inputs identical on every machine (no perpetual diff).
+                context: { location: fixed.context },
+                dockerfile: { location: fixed.dockerfile },
+                buildArgs: spec.buildArgs,
+                labels: { ...fixed.labels },
+                cacheFrom: [{ registry: { ref: this.cacheRef } }],
+                cacheTo: [
+                    {
+                        registry: {
+                            ref: this.cacheRef,
+                            mode: dockerbuild.CacheMode.Max,
+                            // ECR only accepts cache exported as an OCI image manifest.
+                            imageManifest: true,
+                            ociMediaTypes: true,
+                        },
+                    },
+                ],
                 buildOnPreview: args.buildOnPreview,
                 builder: args.builder ? { name: args.builder } : undefined,
-                ignoreSecretsInDiffCalculation: image.secrets.length > 0 ? [...image.secrets].sort() : undefined,
+                // A rotated token must not rebuild (and so re-push) a release.
+                ignoreSecretsInDiffCalculation: fixed.secretIds.length > 0 ? [...fixed.secretIds] : undefined,
                 registries: args.registries,
                 secrets: args.secrets,
             },
