@@ -51,7 +51,7 @@ const RUNNER_HOST_UNITS: ReadonlyArray<readonly [string, string]> = [["docker.se
 const runnersStacks = runnersStackNames();
 
 /** Scripts of the repository itself that CI or users run. */
-const REPO_SCRIPTS = [".ci/run", "scripts/ci/prepare-builders.sh", "scripts/docker-env.sh", "images/inference-server/build/nvcc-gencode.sh", "images/inference-server/build/torch-from-source.sh", "images/inference-server/build/gpu-check.sh", "tools/build.sh"]
+const REPO_SCRIPTS = [".ci/run", "scripts/ci/prepare-builders.sh", "scripts/docker-env.sh", "images/inference-server/build/nvcc-gencode.sh", "images/inference-base/build/torch-from-source.sh", "images/inference-server/build/gpu-check.sh", "tools/build.sh"]
     .filter((f) => fs.existsSync(path.join(ROOT, f)));
 
 describe("repository scripts", () => {
