@@ -230,6 +230,8 @@ describe("credentials in plain config", () => {
         ["NOTE", "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", true],
         ["NOTE", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", true],
         ["NOTE", "-----BEGIN RSA PRIVATE KEY-----\nMIIE", true],
+        ["NOTE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", true],
+        ["NOTE", "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRkdISUpL", true],
         ["DIGEST", "sha256:5b0c4e3a1c1f7a9d2e8b6c4d0f1a3e5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f", false],
         ["ROLE", "arn:aws:iam::123456789012:role/inference-task", false],
         ["FLAGS", "-O3 -march=x86-64-v3 -mavx2 -mfma", false],
@@ -274,7 +276,18 @@ describe("credentials in plain config", () => {
     });
 
     it("values shaped like credentials are recognised, and ordinary values are not (sample)", () => {
-        for (const v of ["images/inference-server", "us-east-1", "ml-models-123456789012", "classifier/2026-11-01", "0 20 * * MON-FRI", "s3://bucket/prefix"]) {
+        for (const v of [
+            "images/inference-server",
+            "us-east-1",
+            "ml-models-123456789012",
+            "classifier/2026-11-01",
+            "0 20 * * MON-FRI",
+            "s3://bucket/prefix",
+            "ELBSecurityPolicy-TLS13-1-2-2021-06",
+            "ELBSecurityPolicy-TLS13-1-2-Res-FIPS-PQ-2025-09",
+            "arn:aws:acm:us-east-1:123456789012:certificate/6f3b9a1e-2c47-4d85-b0e9-8a1f5c7d2e64",
+            "ClassifierModelVersion2026NovemberRelease",
+        ]) {
             expect(credentialValueProblem(v), v).toBeUndefined();
         }
     });

@@ -14,9 +14,10 @@
  *   GitLab, Hugging Face, Slack, OpenAI, Anthropic, Stripe and Google API
  *   tokens, JSON Web Tokens, PEM private keys) and URLs carrying user info
  *   (`https://user:token@host`, `https://token@host`);
- * - any value at least 32 characters long that is a single unbroken run of
- *   base64/hex characters with upper case, lower case and digits (an opaque
- *   key); digests (`sha256:…`), ARNs, paths and URLs without user info pass.
+ * - an opaque key: one token of 32+ base64 characters with a random-looking
+ *   stretch of 24+ characters (mixed case and digits, over 4 bits of entropy
+ *   per character) between separators; digests (`sha256:…`), ARNs, paths,
+ *   names such as TLS policy names and URLs without user info pass.
  */
 
 const SECRET_WORDS = new Set(["SECRET", "SECRETS", "PASSWORD", "PASSWORDS", "PASSWD", "PASSPHRASE", "PWD", "TOKEN", "TOKENS", "CREDENTIAL", "CREDENTIALS", "APIKEY", "PRIVATEKEY"]);
@@ -57,10 +58,41 @@ const USERINFO_URL_RE = /\b[a-z][a-z0-9+.-]*:\/\/[^\s/@:]+(:[^\s/@]*)?@[^\s/@]+/
 export function credentialValueProblem(value: string): string | undefined {
     for (const shape of TOKEN_SHAPES) if (shape.re.test(value)) return `looks like ${shape.what}`;
     if (USERINFO_URL_RE.test(value)) return "is a URL with credentials in it (user info before @)";
-    if (value.length >= 32 && /^[A-Za-z0-9+/=_-]+$/.test(value) && /[a-z]/.test(value) && /[A-Z]/.test(value) && /\d/.test(value)) {
-        return "looks like an opaque key (a long unbroken run of mixed-case letters and digits)";
-    }
+    if (isOpaqueKey(value)) return "looks like an opaque key (a long random-looking run of mixed-case letters and digits)";
     return undefined;
+}
+
+/** Shannon entropy of a string, bits per character. */
+function entropy(text: string): number {
+    const counts = new Map<string, number>();
+    for (const c of text) counts.set(c, (counts.get(c) ?? 0) + 1);
+    let bits = 0;
+    for (const n of counts.values()) bits -= (n / text.length) * Math.log2(n / text.length);
+    return bits;
+}
+
+/** How often the character class (lower, upper, digit, other) changes between neighbours: ~0.6 in random base64, ~0.2 in CamelCase words. */
+function classChanges(text: string): number {
+    const cls = (c: string) => (/[a-z]/.test(c) ? 0 : /[A-Z]/.test(c) ? 1 : /\d/.test(c) ? 2 : 3);
+    let changes = 0;
+    for (let i = 1; i < text.length; i++) if (cls(text[i]) !== cls(text[i - 1])) changes++;
+    return changes / (text.length - 1);
+}
+
+/**
+ * A value that is one token of 32+ base64 characters (no spaces), with a
+ * stretch of 24+ characters between `-`, `_` or `.` separators that mixes
+ * upper case, lower case and digits and looks random: over 4 bits of entropy
+ * per character, and the character class changing between neighbours more
+ * than 38 % of the time (random base64: about 60 %; words such as
+ * `ClassifierModelVersion2026November`: about 25 %). Names built of words and
+ * dates, such as `ELBSecurityPolicy-TLS13-1-2-2021-06`, are not keys.
+ */
+function isOpaqueKey(value: string): boolean {
+    if (value.length < 32 || !/^[A-Za-z0-9+/=_.-]+$/.test(value)) return false;
+    return value
+        .split(/[-_.]/)
+        .some((part) => part.length >= 24 && /[a-z]/.test(part) && /[A-Z]/.test(part) && /\d/.test(part) && entropy(part) > 4 && classChanges(part) > 0.38);
 }
 
 /** Why a NAME=value pair must not be plain text (undefined: it may be). The value is never repeated in the message. */
