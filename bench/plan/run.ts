@@ -18,7 +18,7 @@ import * as path from "node:path";
 import * as aws from "@pulumi/aws";
 import * as dockerbuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
-import { ROOT, cliConfig, evaluate, requireProgram, runUnderMocks } from "../../scripts/lib/mock-runtime";
+import { ROOT, cliConfig, evaluate, referencedStackOutputs, requireProgram, runUnderMocks } from "../../scripts/lib/mock-runtime";
 
 const SIZES = [1, 8, 64, 256];
 const TARGETS = ["cpu-avx2", "cpu-avx512", "arm64-neon", "cuda12"];
@@ -66,16 +66,20 @@ const CLASSES: Record<string, Constructor> = {
 };
 
 function preloadProject(): void {
-    // Compile and load our modules (not index.ts, whose evaluation is what we time).
-    for (const file of fs.readdirSync(path.join(ROOT, "components"))) require(path.join(ROOT, "components", file));
+    // Compile and load our modules (not index.ts, whose evaluation is what we time), one folder per config section.
+    const files = fs.readdirSync(path.join(ROOT, "components"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
+    for (const file of files) require(path.join(ROOT, "components", file));
 }
 
 async function child(kind: Kind, n: number, recordedFile: string): Promise<Sample> {
     preloadProject();
+    // What the build stack reads (the runners stack's outputs), evaluated before the clock starts:
+    // the figure is this stack's evaluation, not its references'.
+    const stackOutputs = kind === "program" ? await referencedStackOutputs("build", syntheticBuild(n), requireProgram) : undefined;
     const start = process.hrtime.bigint();
     let resources: number;
     if (kind === "program") {
-        const ev = await evaluate("build", { config: syntheticBuild(n) }, requireProgram);
+        const ev = await evaluate("build", { config: syntheticBuild(n), stackOutputs }, requireProgram);
         resources = ev.resources.length;
         const custom: Recorded[] = ev.resources
             .filter((r) => !r.type.startsWith("ml-infra:"))
