@@ -179,6 +179,11 @@ describe("build contexts stay inside the project", () => {
         expect(lineAbout(configProblems(build((b) => (image(b).context = ".tmp-escape-link"))), `${PROJECT}:build.images[0].context`)).toMatch(/is a symlink to/);
     });
 
+    it("a Dockerfile that is a directory, and a context that is a file, are refused (no crash)", () => {
+        expect(lineAbout(configProblems(build((b) => Object.assign(image(b), { context: "images", dockerfile: "inference-server" }))), `${PROJECT}:build.images[0].dockerfile`)).toMatch(/is not a file/);
+        expect(lineAbout(configProblems(build((b) => Object.assign(image(b), { context: "package.json", dockerfile: "." }))), `${PROJECT}:build.images[0].context`)).toMatch(/./);
+    });
+
     it("a Dockerfile outside the project is refused", () => {
         expect(lineAbout(configProblems(build((b) => (image(b).dockerfile = "../../../etc/passwd"))), `${PROJECT}:build.images[0].dockerfile`)).toMatch(/must stay inside the project/);
     });

@@ -54,6 +54,10 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
             report([...at, "dockerfile"], dockerfileProblem);
         } else if (!pathExists(path.resolve(contextDir, image.dockerfile))) {
             report([...at, "dockerfile"], `Dockerfile not found in the build context (looked for ${path.resolve(contextDir, image.dockerfile)})`);
+        } else if (!isFile(path.resolve(contextDir, image.dockerfile))) {
+            report([...at, "dockerfile"], `is not a file (${path.resolve(contextDir, image.dockerfile)}): name the Dockerfile, relative to the context`);
+        } else if (!isDirectory(contextDir)) {
+            report([...at, "context"], `is not a directory (${contextDir}): a build context is a directory`);
         } else {
             // What the build would send, bounded (and its digest computed once for the release tags).
             try {
@@ -146,6 +150,14 @@ export function insideProject(projectRoot: string, relative: string, what: strin
         // Not there (yet): reported as missing.
     }
     return undefined;
+}
+
+function isFile(p: string): boolean {
+    return fs.statSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
+}
+
+function isDirectory(p: string): boolean {
+    return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
 
 /** Largest Dockerfile the checks read. */
