@@ -163,7 +163,12 @@ describe("arbitrary input", () => {
                 [`${PROJECT}:build`]: fc.oneof(anyJson, validBuildArb.chain((b) => fc.record({ ...Object.fromEntries(Object.entries(b).map(([k, v]) => [k, fc.oneof(fc.constant(v), anyJson)])) }))),
                 [`${PROJECT}:serve`]: anyJson,
                 [`${PROJECT}:network`]: anyJson,
+                [`${PROJECT}:registry`]: anyJson,
+                [`${PROJECT}:runners`]: anyJson,
+                [`${PROJECT}:local`]: anyJson,
+                [`${PROJECT}:buildSecrets`]: anyJson,
                 [`${PROJECT}:protectData`]: anyJson,
+                [`${PROJECT}:costCenter`]: anyJson,
             },
             { requiredKeys: [] },
         );
