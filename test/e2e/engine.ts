@@ -115,8 +115,17 @@ export class PulumiProject {
         fs.writeFileSync(this.stackFile, toYaml({ config }));
     }
 
-    pulumi(args: readonly string[], timeoutMs = 20 * 60_000): Promise<CommandResult> {
-        return exec(this.tools.pulumi, [...args, "--non-interactive", "--stack", this.stack], { cwd: this.dir, env: this.env, timeoutMs });
+    private commands = 0;
+
+    /** Runs the CLI on this stack; with ML_INFRA_E2E_LOGS set, each command's output is kept there (`<n>-<command>.log`). */
+    async pulumi(args: readonly string[], timeoutMs = 20 * 60_000): Promise<CommandResult> {
+        const r = await exec(this.tools.pulumi, [...args, "--non-interactive", "--stack", this.stack], { cwd: this.dir, env: this.env, timeoutMs });
+        const logs = process.env.ML_INFRA_E2E_LOGS;
+        if (logs) {
+            fs.mkdirSync(logs, { recursive: true });
+            fs.writeFileSync(path.join(logs, `${String(++this.commands).padStart(2, "0")}-${args[0]}.log`), `${r.stdout}\n--- stderr\n${r.stderr}`);
+        }
+        return r;
     }
 
     async preview(extra: readonly string[] = []): Promise<Preview> {
@@ -125,8 +134,8 @@ export class PulumiProject {
         return JSON.parse(r.stdout) as Preview;
     }
 
-    async up(): Promise<CommandResult> {
-        const r = await this.pulumi(["up", "--yes", "--skip-preview"]);
+    async up(extra: readonly string[] = []): Promise<CommandResult> {
+        const r = await this.pulumi(["up", "--yes", "--skip-preview", ...extra]);
         if (r.code !== 0) throw new Error(`pulumi up failed (${r.code}):\n${r.stderr}\n${r.stdout.slice(-6000)}`);
         return r;
     }
