@@ -193,6 +193,24 @@ describe("reference inference server Dockerfile", () => {
         }
     });
 
+    it("keys every stage that starts from a base image by TARGET_NAME before its first RUN, so each target's registry cache is self-contained", () => {
+        // Targets on one base would otherwise share these steps; BuildKit runs shared steps once for
+        // builds that run at once on one runner, and a target's cache export can then lack them.
+        for (const parsed of [SERVER, BASE]) {
+            for (const from of parsed.froms) {
+                if (!(from.getImage() ?? "").startsWith("${")) continue;
+                const ins = parsed.stageInstructions(from);
+                const firstRun = ins.findIndex((i) => i.getKeyword() === "RUN");
+                if (firstRun < 0) continue;
+                const arg = ins.findIndex((i) => i.getKeyword() === "ARG" && /^ARG TARGET_NAME(?:=|$)/.test(i.getTextContent()));
+                expect(arg, `${parsed.context}: stage ${from.getBuildStage()} declares ARG TARGET_NAME before its first RUN`).toBeGreaterThanOrEqual(0);
+                expect(arg, `${parsed.context}: stage ${from.getBuildStage()}`).toBeLessThan(firstRun);
+            }
+        }
+        // ...and every target passes its own name.
+        for (const name of Object.keys(CATALOG)) expect(targetBuildArgs(resolveTarget(name, CATALOG[name]), "b", "r").TARGET_NAME, name).toBe(name);
+    });
+
     it("stays buildable on its own (the build benchmark, the GPU suite): Python, NumPy and the PyTorch wheels are installed only when the base lacks them", () => {
         const python = SERVER.instructionsOf("python-runtime").find((i) => i.getKeyword() === "RUN")?.getTextContent() ?? "";
         expect(python).toMatch(/if python3 -c 'import numpy' 2>\/dev\/null; then exit 0; fi/);
