@@ -193,10 +193,11 @@ describe("reference inference server Dockerfile", () => {
         }
     });
 
-    it("keys every stage that starts from a base image by TARGET_NAME before its first RUN, so each target's registry cache is self-contained", () => {
+    it("keys every stage of every shipped Dockerfile that starts from a base image by TARGET_NAME before its first RUN, so each target's registry cache is self-contained", () => {
         // Targets on one base would otherwise share these steps; BuildKit runs shared steps once for
         // builds that run at once on one runner, and a target's cache export can then lack them.
-        for (const parsed of [SERVER, BASE]) {
+        const sidecars = fs.readdirSync(path.join(ROOT, "images/sidecars")).map((kind) => parse(path.join(ROOT, "images/sidecars", kind)));
+        for (const parsed of [SERVER, BASE, ...sidecars]) {
             for (const from of parsed.froms) {
                 if (!(from.getImage() ?? "").startsWith("${")) continue;
                 const ins = parsed.stageInstructions(from);
