@@ -47,6 +47,7 @@ import {
     requireProgram,
 } from "./lib/mock-runtime";
 import { SECRET_STAND_IN } from "./lib/secure-config";
+import { cliDivergences } from "./lib/yaml-divergence";
 
 const SECRET = SECRET_STAND_IN;
 
@@ -164,6 +165,11 @@ export function readStackFileConfig(file: string): Record<string, unknown> {
     }
     const doc = parseDocument(text, { merge: true, prettyErrors: true });
     if (doc.errors.length > 0) throw new Error(`${shown} is not valid YAML: ${doc.errors[0].message}`);
+    const diverging = cliDivergences(doc);
+    if (diverging.length > 0) {
+        const lines = diverging.map((d) => `  ${d.path} = ${d.source}: ${d.problem}`);
+        throw new Error(`${shown}: the Pulumi CLI would read ${diverging.length === 1 ? "this value" : "these values"} differently from this plan:\n${lines.join("\n")}`);
+    }
     const file_ = doc.toJS({ maxAliasCount: 1000 }) as unknown;
     if (file_ === null || file_ === undefined) return {};
     if (!isRecord(file_)) throw new Error(`${shown} is not a stack file: expected a mapping with a config: section`);

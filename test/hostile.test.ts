@@ -330,6 +330,36 @@ describe("stack files as the CLI reads them", () => {
         expect(() => readStackFileConfig(huge)).toThrow(/huge\.yaml is \d+ bytes; a stack file is at most 1024 KiB/);
     });
 
+    it("values the Pulumi CLI (gopkg.in/yaml.v3) reads differently from the plan are refused, one line each, naming the key and how to write it", () => {
+        const text = [
+            "config:",
+            `  ${PROJECT}:serve:`,
+            "    services:",
+            "      - cpu: 01024",
+            "        port: 8080",
+            "        replicas: 07",
+            "        memory: 4_096",
+            "        environment: {RELEASED: 2026-11-01, AT: 2026-11-01T10:00:00Z, KEPT: \"2026-11-01\", ID: !!str 0123, V: 1.2.3, N: 09}",
+            "        model: !!omap [{bucket: b}]",
+        ].join("\n");
+        let message = "";
+        try {
+            readStackFileConfig(file("cli.yaml", `${text}\n`));
+        } catch (error) {
+            message = (error as Error).message;
+        }
+        const lines = message.split("\n");
+        expect(lines[0]).toMatch(/cli\.yaml: the Pulumi CLI would read these values differently from this plan:$/);
+        expect(lines.slice(1)).toEqual([
+            `  ${PROJECT}:serve.services[0].cpu = 01024: a number with a leading zero, which the Pulumi CLI reads as octal (532) and this plan as 1024; write 1024 (or 532), or quote it for text`,
+            `  ${PROJECT}:serve.services[0].memory = 4_096: a number with "_", which the Pulumi CLI reads as a number and this plan as text; write it without "_", or quote it for text`,
+            expect.stringMatching(new RegExp(`^  ${PROJECT}:serve\\.services\\[0\\]\\.environment\\.RELEASED = 2026-11-01: a date, which the Pulumi CLI reads as a timestamp .*; quote it$`)),
+            expect.stringMatching(new RegExp(`^  ${PROJECT}:serve\\.services\\[0\\]\\.environment\\.AT = 2026-11-01T10:00:00Z: a date`)),
+            `  ${PROJECT}:serve.services[0].model = !!omap: has the explicit YAML tag !!omap, which the Pulumi CLI and this plan read differently; write the value without a tag`,
+        ]);
+        // 07 and 09 read the same in both (7, 9); quoted text and !!str are text for both.
+    });
+
     it("a config that is a list, not a mapping, names the file", () => {
         expect(() => readStackFileConfig(file("list.yaml", "config:\n  - a\n"))).toThrow(/list\.yaml: config is not a mapping/);
     });
