@@ -74,6 +74,20 @@ describe("sections of the wrong shape", () => {
     });
 });
 
+describe("map keys", () => {
+    it("a build arg or environment name the schema refuses names the key and says why, not zod's \"Invalid key in record\"", () => {
+        const problems = configProblems(build((b) => {
+            image(b).buildArgs = { "1FOO": "x", "A-B": "y", "": "z", GOOD: "ok" };
+        }));
+        expect(problems.filter((p) => p.includes("buildArgs"))).toEqual([
+            `${PROJECT}:build.images[0].buildArgs.1FOO = "x": the name "1FOO" is not allowed: names are letters, digits and _, not starting with a digit`,
+            `${PROJECT}:build.images[0].buildArgs.A-B = "y": the name "A-B" is not allowed: names are letters, digits and _, not starting with a digit`,
+            `${PROJECT}:build.images[0].buildArgs[""] = "z": the name "" is not allowed: names are letters, digits and _, not starting with a digit`,
+        ]);
+        expect(problems.join("\n")).not.toContain("Invalid key in record");
+    });
+});
+
 describe("networks", () => {
     it.each([
         ["999.1.2.0/24", /octets must be 0 to 255/],

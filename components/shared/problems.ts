@@ -31,6 +31,7 @@ export function keyPathText(keys: KeyPath): string {
     let out = "";
     keys.forEach((k, i) => {
         if (typeof k === "number") out += `[${k}]`;
+        else if (k === "") out += '[""]';
         else out += i === 0 ? k : `.${k}`;
     });
     return out;
@@ -46,6 +47,11 @@ export function zodProblems(error: z.ZodError, prefix: KeyPath = []): Array<{ ke
     return error.issues.flatMap((issue) => {
         const keys = [...prefix, ...issue.path.map((k) => (typeof k === "number" ? k : String(k)))];
         if (issue.code === "unrecognized_keys") return issue.keys.map((k) => ({ keys: [...keys, k], message: issue.message }));
+        if (issue.code === "invalid_key") {
+            // A map key the schema refuses: say which name and why (zod's own text is "Invalid key in record").
+            const why = [...new Set(issue.issues.map((i) => i.message))].join("; ");
+            return [{ keys, message: `the name ${JSON.stringify(keys.at(-1))} is not allowed: ${why}` }];
+        }
         return [{ keys, message: issue.message }];
     });
 }

@@ -26,7 +26,7 @@ export const MAX_VALUE_LENGTH = 4096;
 
 /** Build args / environment variables: NAME -> value (at most MAX_MAP_ENTRIES, each at most MAX_VALUE_LENGTH characters). */
 export const stringMap = z
-    .record(z.string().max(128, "names are at most 128 characters").regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "names are letters, digits and _"), z.string().max(MAX_VALUE_LENGTH, `values are at most ${MAX_VALUE_LENGTH} characters`))
+    .record(z.string().max(128, "names are at most 128 characters").regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "names are letters, digits and _, not starting with a digit"), z.string().max(MAX_VALUE_LENGTH, `values are at most ${MAX_VALUE_LENGTH} characters`))
     .superRefine((map, ctx) => {
         const n = Object.keys(map).length;
         if (n > MAX_MAP_ENTRIES) ctx.addIssue({ code: "custom", message: `has ${n} entries; at most ${MAX_MAP_ENTRIES}` });
