@@ -49,6 +49,15 @@ describe("a stack that follows a build stack", () => {
         for (const ref of refs) expect(ref).toMatch(new RegExp(`^${REGISTRY}/zz/inference@sha256:[a-f0-9]{64}$`));
     });
 
+    it.each([["../../etc/passwd"], ["org/proj/stack/extra"], ["org/.."], ["x".repeat(101)]])("a serve.buildStack that is not a stack name (%s) is one config error naming the key, not a missing stack file", async (name) => {
+        const dir = tmp("plan-badref-");
+        fs.writeFileSync(path.join(dir, "Pulumi.dev.yaml"), devFollowing(JSON.stringify(name)));
+        const error = await plan("dev", undefined, importProgram, { stacksDir: dir }).then(() => undefined, (e: unknown) => e as Error);
+        expect(error?.message).toMatch(/Invalid stack configuration:\n {2}- ml-infra:serve\.buildStack = ".{1,80}: must be a stack name: \[org\/\]\[project\/\]stack/);
+        expect(error?.message.split("\n").filter((l) => l.includes("serve.buildStack"))).toHaveLength(1);
+        expect(error?.message).not.toMatch(/no stack file/);
+    });
+
     it("or against --build-outputs (the JSON of `pulumi stack output --json`), with paths relative to where it runs", async () => {
         const cwd = tmp("plan-cwd-");
         const targets = { "cpu-avx2": "a", "arm64-neon": "b", cuda12: "c" };

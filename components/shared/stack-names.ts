@@ -8,7 +8,12 @@
 import { z } from "zod";
 
 /** A stack name as a StackReference takes it. */
-export const stackName = z.string().regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, "must be a stack name: [org/][project/]stack");
+export const stackName = z
+    .string()
+    .regex(
+        /^(?:(?!\.+\/)[A-Za-z0-9_.-]{1,100}\/){0,2}(?!\.+$)[A-Za-z0-9_.-]{1,100}$/,
+        "must be a stack name: [org/][project/]stack, each part 1 to 100 letters, digits, _, . or - (not only dots)",
+    );
 
 /** The full name of a referenced stack: as configured, or `<organization>/<project>/<stack>`. */
 export function referencedStack(configured: string | undefined, organization: string, project: string, stack: string): string {

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { parse as parseYaml } from "yaml";
+import { stackName } from "../../components/shared/stack-names";
 import { type PromoteResult, promote } from "../promote";
 import { cliValues, encodeConfigValue } from "./secure-config";
 
@@ -439,6 +440,8 @@ export function stackReferencesOf(config: Record<string, unknown>, organization 
     const project = projectFile().name;
     const out: StackReferenceOf[] = [];
     const of = (key: StackReferenceOf["key"], configured: unknown, fallback: string) => {
+        // A name the config check refuses is not looked up: the program's config error names it.
+        if (configured !== undefined && !stackName.safeParse(configured).success) return;
         const reference = typeof configured === "string" ? configured : `${organization}/${project}/${fallback}`;
         out.push({ key, reference, stack: reference.split("/").pop() ?? reference });
     };
