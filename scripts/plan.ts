@@ -437,11 +437,19 @@ function parseArgs(argv: readonly string[]): Args {
         const value = argv[i + 1];
         if (!FLAGS.includes(flag)) throw new Error(`unknown argument ${flag}\n${USAGE}`);
         if (value === undefined || value.startsWith("--")) throw new Error(`${flag} needs a value`);
+        if (args[flag.slice(2) as keyof Args] !== undefined) throw new Error(`${flag} is given twice\n${USAGE}`);
         args[flag.slice(2) as keyof Args] = value;
         i++;
     }
     if (!args.stack) throw new Error(USAGE);
     return args;
+}
+
+/** Refuses, before the (slow) evaluation, an output file whose directory does not exist or that is a directory. */
+function writableFile(file: string, what: string): void {
+    const dir = path.dirname(file);
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${what}: no directory ${displayPath(dir)} to write it in`);
+    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new Error(`${what} is a directory; give a file name`);
 }
 
 /**
@@ -460,6 +468,7 @@ export async function main(
     // Inputs are checked before the (slow) evaluation.
     const before = args.diff ? readPlanFile(resolve(args.diff), args.diff) : undefined;
     const buildOutputs = args["build-outputs"] ? readBuildOutputs(resolve(args["build-outputs"]), args["build-outputs"]) : undefined;
+    if (args.json) writableFile(resolve(args.json), `--json ${args.json}`);
     const p = await plan(args.stack as string, args.config ? resolve(args.config) : undefined, load, { buildOutputs, buildOutputsName: args["build-outputs"] });
     const promotion = renderPromotion(p, args["build-outputs"] ?? "", args.config ?? `stacks/Pulumi.${p.stack}.yaml`);
     if (promotion) {
@@ -469,7 +478,13 @@ export async function main(
     log(renderTree(p));
     log("");
     log(renderViolations(p.violations));
-    if (args.json) fs.writeFileSync(resolve(args.json), `${stableJson({ stack: p.stack, resources: p.resources, outputs: p.outputs })}\n`);
+    if (args.json) {
+        try {
+            fs.writeFileSync(resolve(args.json), `${stableJson({ stack: p.stack, resources: p.resources, outputs: p.outputs })}\n`);
+        } catch (error) {
+            throw new Error(`--json ${args.json}: cannot write it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+        }
+    }
     if (before) {
         log("");
         log(renderDiff(diffPlans(before, p)));

@@ -705,13 +705,17 @@ function parseArgs(argv: readonly string[]): CliArgs {
             if (v === undefined || v.startsWith("--")) throw new Error(`${flag} needs a value`);
             return v;
         };
-        if (flag === "--from") args.from = value();
-        else if (flag === "--from-outputs") args.fromOutputs = value();
-        else if (flag === "--to") args.to = value();
+        const once = (current: string | number | undefined) => {
+            if (current !== undefined) throw new Error(`${flag} is given twice\n${USAGE}`);
+            return value();
+        };
+        if (flag === "--from") args.from = once(args.from);
+        else if (flag === "--from-outputs") args.fromOutputs = once(args.fromOutputs);
+        else if (flag === "--to") args.to = once(args.to);
         else if (flag === "--service") args.services.push(value());
         else if (flag === "--dry-run") args.dryRun = true;
         else if (flag === "--lock-timeout") {
-            const v = value();
+            const v = once(args.lockTimeoutSeconds);
             const seconds = Number(v);
             if (!Number.isFinite(seconds) || seconds < 0) throw new Error(`--lock-timeout ${v}: expected a number of seconds`);
             args.lockTimeoutSeconds = seconds;
@@ -759,7 +763,14 @@ export function main(argv: readonly string[], root: string = PROJECT_ROOT, log: 
     }
     const run = (): PromoteResult => {
         const result = promote(source, readStackText(dest), project, { destName: dest.name, only: args.services.length ? args.services : undefined });
-        validate(result.text, project, dest.name, root, dest.display);
+        try {
+            validate(result.text, project, dest.name, root, dest.display);
+        } catch (error) {
+            // Say first what the source lacked: that is usually why the result is incomplete.
+            const lacking = result.report.filter((line) => result.notInSource.some((s) => line.startsWith(`${s}: `)));
+            if (lacking.length === 0) throw error;
+            throw new Error(`${source.name} lacks what ${dest.name} needs:\n  ${lacking.join("\n  ")}\n${(error as Error).message}`, { cause: error });
+        }
         return result;
     };
     const finish = (result: PromoteResult, tail: string) => {

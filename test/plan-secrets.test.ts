@@ -136,5 +136,20 @@ describe("secret outputs and inputs in the offline plan", () => {
         const errors: string[] = [];
         expect(await cli(["--stack"], { error: (l) => errors.push(l), load: program })).toBe(2);
         expect(errors).toEqual(["plan: --stack needs a value"]);
+        errors.length = 0;
+        expect(await cli(["--stack", "dev", "--stack", "build"], { error: (l) => errors.push(l), load: program })).toBe(2);
+        expect(errors[0]).toMatch(/^plan: --stack is given twice/);
+    });
+
+    it("an output file that cannot be written is refused before the evaluation, naming --json", async () => {
+        const errors: string[] = [];
+        const loaded: string[] = [];
+        const counting: ProgramLoader = () => {
+            loaded.push("program");
+            return program();
+        };
+        expect(await cli(["--stack", "dev", "--json", "/nonexistent/dir/x.json"], { error: (l) => errors.push(l), load: counting })).toBe(2);
+        expect(errors).toEqual(["plan: --json /nonexistent/dir/x.json: no directory /nonexistent/dir to write it in"]);
+        expect(loaded).toEqual([]);
     });
 });

@@ -227,6 +227,26 @@ describe("promote reports every service", () => {
         expect(() => main(["--from-outputs", "bad.json", "--to", "prod"], p.root, quiet, { cwd })).toThrow(/--from-outputs bad\.json is not JSON/);
     });
 
+    it("an outputs file without the images a pinned stack needs says so first, then what the result lacks; nothing is written", () => {
+        const p = project({ prod: servingStack({ a: D("1") }).replace(/\n\s+ref: .*\n/, "\n") });
+        const before = p.snapshot();
+        const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "promote-cwd-"));
+        fs.writeFileSync(path.join(cwd, "empty.json"), JSON.stringify({ images: {} }));
+        let message = "";
+        try {
+            main(["--from-outputs", "empty.json", "--to", "prod"], p.root, quiet, { cwd });
+        } catch (error) {
+            message = (error as Error).message;
+        }
+        expect(message.split("\n").slice(0, 2)).toEqual(["empty.json lacks what prod needs:", "  a: empty.json has no images.inference.targets.cpu-avx2; left as it is"]);
+        expect(p.snapshot()).toEqual(before);
+    });
+
+    it("a flag given twice is refused, not the last one silently winning", () => {
+        expect(() => main(["--from", "staging", "--to", "staging", "--to", "prod"], ROOT, quiet)).toThrow(/--to is given twice/);
+        expect(() => main(["--from", "a", "--from", "b", "--to", "prod"], ROOT, quiet)).toThrow(/--from is given twice/);
+    });
+
     it("validates the result with the program's config loader before writing (secure values included)", () => {
         const secret = `  ${PROJECT}:buildSecrets:\n    hf_token:\n      secure: v1:AAAAbase64ciphertext==\n`;
         const p = project({ staging: servingStack({ a: D("2") }), prod: `${servingStack({ a: D("1") })}\n${secret}` });
