@@ -27,7 +27,10 @@ import { strict } from "./shared/schema";
 export { ConfigError };
 
 export const stackConfigSchema = strict({
-    costCenter: z.string().min(1).default("ml-platform"),
+    costCenter: z
+        .string()
+        .regex(/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u, "must be 1 to 256 letters, digits, spaces and _ . : / = + - @ (an AWS tag value)")
+        .default("ml-platform"),
     protectData: z.boolean().default(true),
     buildSecrets: z
         .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "build secret ids are lower-case letters, digits and _"), z.string().min(1, "must not be empty"))

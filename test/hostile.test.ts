@@ -88,6 +88,20 @@ describe("map keys", () => {
     });
 });
 
+describe("the cost-center tag", () => {
+    it.each([
+        ["a newline", "ml\nplatform"],
+        ["300 characters", "x".repeat(300)],
+        ["a quote", 'ml"platform'],
+    ])("with %s is refused as an AWS tag value", (_, value) => {
+        expect(lineAbout(configProblems({ ...build(), [`${PROJECT}:costCenter`]: value }), `${PROJECT}:costCenter`)).toMatch(/must be 1 to 256 letters, digits, spaces and _ \. : \/ = \+ - @ \(an AWS tag value\)$/);
+    });
+
+    it("accepts what AWS accepts", () => {
+        expect(configProblems({ ...build(), [`${PROJECT}:costCenter`]: "ML Platform / team-a:42" })).toEqual([]);
+    });
+});
+
 describe("networks", () => {
     it.each([
         ["999.1.2.0/24", /octets must be 0 to 255/],
