@@ -7,15 +7,18 @@
 import { ingressRangeProblem } from "../shared/cidr";
 import type { HardwareTarget } from "../shared/hardware";
 import { describeInstanceType, NVIDIA_GPU_FAMILIES } from "../shared/instance-types";
-import { type Report, within } from "../shared/problems";
+import { type Report, keyPathText, within } from "../shared/problems";
 import { resolveTargets } from "../shared/target-config";
 import { type HardwareKind, HARDWARE_KINDS, hardwareKindOf } from "./hardware-kinds";
 import { checkServeImages } from "./images";
-import { type CapacityConfig, type CapacityGroupConfig, type ClientsConfig, type LoadBalancerConfig, type ServeConfig, type ServiceFields, gpusFor } from "./schema";
+import { type InstanceSize, instanceSize } from "./instance-sizes";
+import { certificateProblem } from "./listener";
+import { type CapacityConfig, type CapacityGroupConfig, type ClientsConfig, type LoadBalancerConfig, type ServeConfig, type ServiceFields, DEFAULT_SHARED_MEMORY_MIB, gpusFor } from "./schema";
 import {
     MODEL_FETCH_CPU,
     MODEL_FETCH_MEMORY_MIB,
     RESERVED_CONTAINER_NAMES,
+    SERVER_CONTAINER,
     SERVER_RESERVED_ENVIRONMENT,
     SIDECAR_CATALOGUE,
     resolveSidecar,
@@ -62,27 +65,37 @@ export function checkService(service: ServiceFields, target: HardwareTarget, rep
     }
 
     const reservedEnv = SERVER_RESERVED_ENVIRONMENT.filter((n) => n !== "MODEL_PATH" || service.model.file !== undefined);
-    for (const key of Object.keys(service.environment)) {
-        if (reservedEnv.includes(key)) {
-            report(["environment", key], `is set from the service's fields (PORT from port, MODEL_DIR from model.path, MODEL_PATH from model.file); set those instead`);
+    for (const map of ["environment", "secrets"] as const) {
+        for (const key of Object.keys(service[map] ?? {})) {
+            if (reservedEnv.includes(key)) {
+                report([map, key], `is set from the service's fields (PORT from port, MODEL_DIR from model.path, MODEL_PATH from model.file); set those instead`);
+            }
         }
     }
-    if (service.sharedMemoryMiB >= service.memory) {
-        report(["sharedMemoryMiB"], `must be less than the task's memory (${service.memory} MiB)`);
-    }
+    checkEnvironmentAndSecrets(SERVER_CONTAINER, service.environment, service.secrets ?? {}, serverDerivedEnvironment(service), [], report);
     if (service.healthGracePeriodSeconds < service.healthStartPeriodSeconds) {
         report(["healthGracePeriodSeconds"], `must be at least healthStartPeriodSeconds (${service.healthStartPeriodSeconds}): the load balancer would kill tasks the container check still forgives`);
     }
 
     const names = new Map<string, number>();
-    const portOwners = new Map<number, string>([[service.port, "the server's port"]]);
-    let logRouters = 0;
+    /** Who binds each port, and the key that sets it ("port" for the server; a sidecar's port key, written or not). */
+    const portOwners = new Map<number, string>([[service.port, "the server's port (the service's port)"]]);
+    let logRouter: number | undefined;
     let memory = MODEL_FETCH_MEMORY_MIB;
     let cpu = MODEL_FETCH_CPU;
     service.sidecars.forEach((config, i) => {
         const sidecar = resolveSidecar(config);
         const entry = SIDECAR_CATALOGUE[sidecar.kind];
         const at = ["sidecars", i];
+
+        // A second log-router is one problem: it is not also a duplicate name, a moved port or a port taken twice.
+        if (sidecar.kind === "log-router") {
+            if (logRouter !== undefined) {
+                report(at, `a task has at most one log-router (FireLens), and sidecars[${logRouter}] is one; remove this one`);
+                return;
+            }
+            logRouter = i;
+        }
         memory += sidecar.memory;
         cpu += sidecar.cpu;
 
@@ -93,31 +106,96 @@ export function checkService(service: ServiceFields, target: HardwareTarget, rep
             report([...at, "name"], `"${sidecar.name}" is reserved; reserved: ${RESERVED_CONTAINER_NAMES.join(", ")}`);
         }
 
-        if (config.port !== undefined && !entry.portConfigurable) {
+        const movedPortIgnored = config.port !== undefined && !entry.portConfigurable;
+        if (movedPortIgnored) {
             report([...at, "port"], entry.defaultPort === undefined ? `${sidecar.kind} binds no port; remove port` : `${sidecar.kind} always binds ${entry.defaultPort}; remove port`);
         }
+        const written = config.port !== undefined && entry.portConfigurable;
+        const taken: string[] = [];
         for (const port of sidecar.ports) {
             const owner = portOwners.get(port);
-            if (owner !== undefined) {
-                report([...at, "port"], `${sidecar.kind} "${sidecar.name}" binds ${port}, which is ${owner}; sidecar ports must differ from the server's port and from each other`);
-            } else {
-                portOwners.set(port, `bound by sidecar "${sidecar.name}"`);
-            }
+            if (owner !== undefined) taken.push(`${port}, which is ${owner}`);
+            else portOwners.set(port, `bound by sidecar "${sidecar.name}" (sidecars[${i}])`);
         }
-        for (const key of Object.keys(config.environment)) {
-            if (entry.reservedEnvironment.includes(key)) report([...at, "environment", key], `is set by the ${sidecar.kind} sidecar itself`);
+        // One message per sidecar, however many of its ports collide; a port the user did not write is named as the catalogue's default.
+        if (taken.length > 0) {
+            const binds = written || !entry.portConfigurable ? `binds ${taken.join(" and ")}` : `binds ${taken.join(" and ")}; its port is unset, so it binds the ${sidecar.kind} default ${entry.defaultPort}`;
+            const fix = entry.portConfigurable ? `set sidecars[${i}].port to a free port${written ? "" : " or move the server's port"}` : `move the server's or the other sidecar's port`;
+            report([...at, "port"], `${sidecar.kind} "${sidecar.name}" ${binds}; sidecar ports must differ from the server's port and from each other: ${fix}`);
+        }
+        for (const map of ["environment", "secrets"] as const) {
+            for (const key of Object.keys(config[map])) {
+                if (entry.reservedEnvironment.includes(key)) report([...at, map, key], `is set by the ${sidecar.kind} sidecar itself`);
+            }
         }
         for (const secret of entry.requiredSecrets) {
             if (!(secret in config.secrets)) report([...at, "secrets", secret], `${sidecar.kind} needs this secret (a Secrets Manager or SSM parameter ARN)`);
         }
-        if (sidecar.kind === "log-router" && ++logRouters > 1) report(at, "a task has at most one log-router (FireLens)");
+        checkEnvironmentAndSecrets(`sidecar "${sidecar.name}"`, config.environment, config.secrets, {}, at, report);
     });
 
-    if (memory >= service.memory) {
-        report(["memory"], `the model fetcher and sidecars take ${memory} MiB; the task's memory (${service.memory} MiB) must leave room for the server`);
+    // Memory: one message per problem, on the key to change. A task below the
+    // default /dev/shm size is a memory problem (sharedMemoryMiB is most likely
+    // unset); otherwise sharedMemoryMiB was raised to the task's memory or past it.
+    const shm = service.sharedMemoryMiB;
+    const memoryReasons: string[] = [];
+    if (memory >= service.memory) memoryReasons.push(`the model fetcher and sidecars take ${memory} MiB; the task's memory (${service.memory} MiB) must leave room for the server`);
+    if (shm >= service.memory && service.memory < DEFAULT_SHARED_MEMORY_MIB) {
+        memoryReasons.push(
+            `the server's /dev/shm is ${shm} MiB${shm === DEFAULT_SHARED_MEMORY_MIB ? " (sharedMemoryMiB, 1024 MiB by default)" : " (sharedMemoryMiB)"} and must be less than the task's memory: give the task more memory or set a smaller sharedMemoryMiB`,
+        );
+    } else if (shm >= service.memory) {
+        const byDefault = shm === DEFAULT_SHARED_MEMORY_MIB ? ` (${DEFAULT_SHARED_MEMORY_MIB} MiB is also the default when sharedMemoryMiB is unset)` : "";
+        report(["sharedMemoryMiB"], `must be less than the task's memory (${service.memory} MiB)${byDefault}: set a smaller sharedMemoryMiB or give the task more memory`);
     }
+    if (memoryReasons.length > 0) report(["memory"], memoryReasons.join("; and "));
     if (cpu > service.cpu) {
         report(["cpu"], `the model fetcher and sidecars take ${cpu} CPU units; the task has ${service.cpu}`);
+    }
+}
+
+/** Environment the server gets from the service's fields (PORT, MODEL_DIR, MODEL_PATH), as buildContainerDefinitions sets it. */
+function serverDerivedEnvironment(service: ServiceFields): Record<string, string> {
+    const derived: Record<string, string> = { PORT: String(service.port), MODEL_DIR: service.model.path };
+    if (service.model.file !== undefined) derived.MODEL_PATH = `${service.model.path}/${service.model.file}`;
+    return derived;
+}
+
+/**
+ * Most bytes of one container's environment and secrets (names, values and
+ * ARNs): an ECS task definition holds at most 64 KiB, every container included.
+ */
+export const MAX_CONTAINER_ENVIRONMENT_BYTES = 32 * 1024;
+
+/** Bytes a set of NAME=value pairs takes in the task definition (UTF-8). */
+export function environmentBytes(...maps: ReadonlyArray<Readonly<Record<string, string>>>): number {
+    let bytes = 0;
+    for (const map of maps) for (const [name, value] of Object.entries(map)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+    return bytes;
+}
+
+/**
+ * One container's environment and secrets: no name in both (which would win is
+ * ECS's choice, not the config's), and at most MAX_CONTAINER_ENVIRONMENT_BYTES
+ * in all. Keys are relative to `at` (the service, or a sidecar of it).
+ */
+function checkEnvironmentAndSecrets(
+    container: string,
+    environment: Readonly<Record<string, string>>,
+    secrets: Readonly<Record<string, string>>,
+    derived: Readonly<Record<string, string>>,
+    at: readonly (string | number)[],
+    report: Report,
+): void {
+    for (const key of Object.keys(secrets)) {
+        if (key in environment) report([...at, "secrets", key], `is also in environment (${keyPathText([...at, "environment", key])}); a variable comes from one of them: remove one`);
+    }
+    const bytes = environmentBytes(environment, secrets, derived);
+    if (bytes > MAX_CONTAINER_ENVIRONMENT_BYTES) {
+        report(
+            [...at, "environment"],
+            `container ${container}'s environment and secrets take ${bytes} bytes (names, values and ARNs); at most ${MAX_CONTAINER_ENVIRONMENT_BYTES} (an ECS task definition holds 64 KiB in all): move large values into the image, the model or a secret`,
+        );
     }
 }
 
@@ -125,6 +203,12 @@ export function checkService(service: ServiceFields, target: HardwareTarget, rep
 export interface ServingNeed {
     readonly name: string;
     readonly target: HardwareTarget;
+    /**
+     * Its index in serve.services: a target no instance type of its group can
+     * run is then one problem on `services[<index>].target` (without it: one
+     * on each instance type).
+     */
+    readonly index?: number;
 }
 
 /**
@@ -149,21 +233,82 @@ export function checkServing(
     }
 
     // Every GPU instance type the group may launch must run every GPU service's code.
+    const gpuTypes = capacity.gpu.instanceTypes;
+    const unfit = new Map<number, string[]>();
     for (const service of services) {
         const cuda = service.target.cuda;
         if (hardwareKindOf(service.target) !== "gpu" || !cuda) continue;
-        capacity.gpu.instanceTypes.forEach((type, i) => {
-            const capability = describeInstanceType(type).gpuCapability;
-            if (capability !== undefined && !cudaRunsOn(cuda.archList, capability)) {
-                report(
-                    ["capacity", "gpu", "instanceTypes", i],
-                    `${type} has compute capability ${capability}, which target "${service.target.name}" of service ${service.name} is not built for (${cuda.archList.join(", ")})`,
-                );
-            }
-        });
+        const capabilities = gpuTypes.map((type) => describeInstanceType(type).gpuCapability);
+        const cannot = gpuTypes.flatMap((_type, i) => (capabilities[i] !== undefined && !cudaRunsOn(cuda.archList, capabilities[i] ?? "") ? [i] : []));
+        if (cannot.length === 0) continue;
+        const targetKey = service.index === undefined ? `of service ${service.name}` : `of service ${service.name} (serve.services[${service.index}].target)`;
+        if (service.index !== undefined && cannot.length === capabilities.filter((c) => c !== undefined).length) {
+            // The target (or its cuda.archList) is what changed: one problem, on the service's target.
+            const list = cannot.map((i) => `${gpuTypes[i]} ${capabilities[i]}`).join(", ");
+            report(
+                ["services", service.index, "target"],
+                `target "${service.target.name}" is built for compute capability ${cuda.archList.join(", ")}, which no GPU of capacity.gpu.instanceTypes can run (${list}); pick a target built for them (cuda12 covers 6.0 to 12.0) or list instance types whose GPUs it runs on`,
+            );
+            continue;
+        }
+        for (const i of cannot) {
+            const list = unfit.get(i) ?? [];
+            list.push(`target "${service.target.name}" ${targetKey} is not built for (${cuda.archList.join(", ")})`);
+            unfit.set(i, list);
+        }
+    }
+    for (const [i, reasons] of [...unfit].sort((a, b) => a[0] - b[0])) {
+        const type = gpuTypes[i];
+        report(["capacity", "gpu", "instanceTypes", i], `${type} has compute capability ${describeInstanceType(type).gpuCapability ?? "?"}, which ${reasons.join(", nor ")}; remove it, or change the target`);
     }
 
     if (services.length > 0) checkClients(clients, (keys, message) => report(["clients", ...keys], message));
+}
+
+/**
+ * A task must fit on at least one instance type of its capacity group: CPU
+ * units (1024 per vCPU), memory and GPUs. A group holding a type whose size
+ * is unknown (./instance-sizes) is not judged. Each dimension no type
+ * offers enough of is one problem on its key; a task whose dimensions each
+ * fit some type but no type fits them all is one problem on memory.
+ * Keys are relative to the service.
+ */
+export function checkTaskFits(
+    service: Pick<ServiceFields, "cpu" | "memory" | "gpus">,
+    target: HardwareTarget,
+    group: Pick<CapacityGroupConfig, "instanceTypes">,
+    report: Report,
+): void {
+    const kind = hardwareKindOf(target);
+    const sizes = group.instanceTypes.map((type) => ({ type, size: instanceSize(type) }));
+    const known = sizes.flatMap((s) => (s.size ? [{ type: s.type, size: s.size }] : []));
+    if (known.length === 0 || known.length < sizes.length) return;
+    // GPUs on a target that is not a GPU target are checkService's problem, reported once there.
+    const gpus = target.runtime.gpu ? gpusFor(service, target) : 0;
+    const fits = (size: InstanceSize) => service.cpu <= size.vcpus * 1024 && service.memory <= size.memoryMiB && gpus <= size.gpus;
+    if (known.some((k) => fits(k.size))) return;
+    const types = `capacity.${kind}.instanceTypes`;
+    const largest = (pick: (size: InstanceSize) => number) => known.reduce((best, k) => (pick(k.size) > pick(best.size) ? k : best));
+    let reported = false;
+    const cpuMax = largest((z) => z.vcpus);
+    if (service.cpu > cpuMax.size.vcpus * 1024) {
+        report(["cpu"], `no instance type of ${types} has that many CPU units: the largest, ${cpuMax.type}, has ${cpuMax.size.vcpus} vCPUs (${cpuMax.size.vcpus * 1024} units); the task could never be placed`);
+        reported = true;
+    }
+    const memoryMax = largest((z) => z.memoryMiB);
+    if (service.memory > memoryMax.size.memoryMiB) {
+        report(["memory"], `no instance type of ${types} has that much memory: the largest, ${memoryMax.type}, has ${memoryMax.size.memoryMiB} MiB (ECS registers a little less); the task could never be placed`);
+        reported = true;
+    }
+    const gpuMax = largest((z) => z.gpus);
+    if (gpus > gpuMax.size.gpus) {
+        report(["gpus"], `no instance type of ${types} has ${gpus} GPUs: the most is ${gpuMax.size.gpus} (${gpuMax.type}); the task could never be placed`);
+        reported = true;
+    }
+    if (!reported) {
+        const offers = known.map((k) => `${k.type} ${k.size.vcpus * 1024} units / ${k.size.memoryMiB} MiB / ${k.size.gpus} GPUs`).join(", ");
+        report(["memory"], `the task (cpu ${service.cpu}, memory ${service.memory} MiB, ${gpus} GPUs) fits on no instance type of ${types} (${offers}); the task could never be placed`);
+    }
 }
 
 /** Checks one Auto Scaling group's sizing and instance types. Keys are relative to the group. */
@@ -205,7 +350,11 @@ export function checkClients(clients: ClientsConfig, report: Report): void {
  * HTTPS (the default) needs a certificate; plain HTTP must be asked for
  * (protocol: http) and then takes neither a certificate nor a TLS policy.
  */
-export function checkLoadBalancer(lb: LoadBalancerConfig, report: Report): void {
+export function checkLoadBalancer(lb: LoadBalancerConfig, report: Report, facts: StackFacts = {}): void {
+    if (lb.certificateArn !== undefined) {
+        const problem = certificateProblem(lb.certificateArn, facts);
+        if (problem) report(["certificateArn"], problem);
+    }
     if (lb.protocol === "https" && lb.certificateArn === undefined) {
         report(
             ["certificateArn"],
@@ -240,12 +389,17 @@ export function instanceTypeProblem(kind: HardwareKind, type: string): string | 
     }
 }
 
+/** What the stack knows besides its config, when it knows it: `aws:region`. */
+export interface StackFacts {
+    readonly region?: string;
+}
+
 /**
  * The whole `serve` section: its targets merged onto the catalog, each
  * service on its target, every image it runs (./images), then sizing and
  * access. Keys are relative to the section. Returns the resolved targets.
  */
-export function checkServe(serve: ServeConfig, report: Report): Record<string, HardwareTarget> {
+export function checkServe(serve: ServeConfig, report: Report, facts: StackFacts = {}): Record<string, HardwareTarget> {
     const targets = resolveTargets(serve.targets, within(report, ["targets"]));
     const allowedTargets = Object.keys(targets).sort().join(", ");
     const seen = new Map<string, number>();
@@ -256,12 +410,15 @@ export function checkServe(serve: ServeConfig, report: Report): Record<string, H
         else seen.set(service.name, i);
         const target = targets[service.target];
         if (!target) at(["target"], `unknown target; allowed: ${allowedTargets}`);
-        else checkService(service, target, at);
+        else {
+            checkService(service, target, at);
+            checkTaskFits(service, target, serve.capacity[hardwareKindOf(target)], at);
+        }
     });
     // Every image the services run: its form and digest, the stack's registry, pinned values.
     checkServeImages(serve, targets, report);
-    const needs = serve.services.flatMap((s) => (targets[s.target] ? [{ name: s.name, target: targets[s.target] }] : []));
+    const needs = serve.services.flatMap((s, index) => (targets[s.target] ? [{ name: s.name, target: targets[s.target], index }] : []));
     checkServing(serve, needs, report);
-    checkLoadBalancer(serve.loadBalancer, within(report, ["loadBalancer"]));
+    checkLoadBalancer(serve.loadBalancer, within(report, ["loadBalancer"]), facts);
     return targets;
 }

@@ -355,6 +355,7 @@ export function buildContainerDefinitions(service: ServiceFields, ctx: Container
         essential: true,
         cpu: 0,
         environment: env(serverEnv),
+        secrets: secretsOf(service.secrets ?? {}),
         portMappings: [{ containerPort: service.port, hostPort: service.port, protocol: "tcp" }],
         mountPoints: [{ sourceVolume: MODEL_VOLUME, containerPath: modelDir, readOnly: true }],
         volumesFrom: [],
@@ -393,6 +394,11 @@ export function buildContainerDefinitions(service: ServiceFields, ctx: Container
     };
 
     return [server, fetch, ...sidecars.map((s) => sidecarContainer(service, s, ctx))];
+}
+
+/** Every `valueFrom` of the definitions' secrets, sorted and unique: what the execution role must be able to read, and nothing else. */
+export function secretValueFroms(defs: readonly ContainerDefinition[]): string[] {
+    return [...new Set(defs.flatMap((d) => (d.secrets ?? []).map((s) => s.valueFrom)))].sort();
 }
 
 /** Volumes of the task definition (names, sorted). */

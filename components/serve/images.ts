@@ -28,6 +28,7 @@
  * the region, the build stack's outputs): resolveServeImages.
  */
 import { ecrLocation } from "../shared/image-refs";
+import { certificateProblem } from "./listener";
 import type { Key, KeyPath } from "../shared/problems";
 import type { HardwareTarget } from "../shared/hardware";
 import { MODEL_FETCH_CONTAINER, MODEL_FETCH_KIND, SERVER_CONTAINER, SIDECAR_CATALOGUE, SIDECAR_KINDS, type SidecarKind, resolveSidecar } from "./sidecars";
@@ -267,6 +268,8 @@ export interface ServeImagesConfig {
         readonly ref?: string;
         readonly sidecars: ReadonlyArray<{ readonly kind: SidecarKind; readonly name?: string; readonly image?: string }>;
     }>;
+    /** The listener's certificate, checked against the account and region once they are known (resolveServeImages). */
+    readonly loadBalancer?: { readonly certificateArn?: string };
 }
 
 const serviceKey = (i: number): Key[] => ["services", i];
@@ -529,6 +532,10 @@ export function resolveServeImages(
 ): { images: Record<string, ServiceImages>; problems: ImageProblem[] } {
     const { slots, problems } = imageSlots(serve, targets, facts.build);
     problems.push(...checkImageSlots(slots, serve.allowedImages, facts));
+    // Not an image, but known only now (the config check sees the region only when its caller passes it).
+    const certificateArn = serve.loadBalancer?.certificateArn;
+    const certificate = certificateArn === undefined ? undefined : certificateProblem(certificateArn, facts);
+    if (certificate) problems.push({ keys: ["loadBalancer", "certificateArn"], value: certificateArn, message: certificate });
     const images: Record<string, ServiceImages> = {};
     for (const service of serve.services) {
         const mine = slots.filter((s) => s.service === service.name);

@@ -24,7 +24,7 @@ import { allowedEntryFor, refProblem, splitRef } from "./images";
 import { type ClientsConfig, type LoadBalancerConfig, type ServiceFields, gpusFor } from "./schema";
 import type { ServingCluster } from "./serving-cluster";
 import { MODEL_FETCH_CONTAINER, type ResolvedSidecar, SERVER_CONTAINER, SIDECAR_CATALOGUE, resolveSidecar } from "./sidecars";
-import { executionRolePolicy, taskRolePolicy } from "./task-iam";
+import { executionRolePolicy, taskRolePolicy, taskSecretRefs } from "./task-iam";
 
 type Tags = Readonly<Record<string, string>>;
 
@@ -327,7 +327,7 @@ export class InferenceService extends pulumi.ComponentResource {
                 },
                 { parent: this },
             );
-            const secrets = sidecars.flatMap((s) => Object.values(s.secrets));
+            const secrets = taskSecretRefs(service);
             const executionPolicy = new aws.iam.RolePolicy(
                 `${name}-execution-policy`,
                 {

@@ -32,3 +32,17 @@ export function tlsPolicyProblem(name: string): string | undefined {
     const legacy = /^ELBSecurityPolicy-/.test(name) ? "is not a current TLS policy (it admits TLS 1.0 or 1.1, or is not one of the TLS 1.2+ families)" : "is not an ELB TLS policy";
     return `${legacy}; use ${DEFAULT_TLS_POLICY} (the default) or another whose oldest protocol is TLS 1.2: ELBSecurityPolicy-TLS13-1-2-*, -TLS13-1-3-*, -TLS-1-2-*, -TLS-1-2-Ext-*, -FS-1-2-*`;
 }
+
+/**
+ * Why the listener cannot use ACM certificate `arn` in this stack (undefined:
+ * it can, or the stack's region is not known): an ALB uses certificates of
+ * its own region only. (Another account's certificate is left to the policy
+ * pack's lb-listeners-https, which sees the load balancer's account.)
+ */
+export function certificateProblem(arn: string, stack: { readonly region?: string }): string | undefined {
+    const region = arn.split(":")[3];
+    if (stack.region !== undefined && region !== stack.region) {
+        return `is a certificate in ${region}; the load balancers are in the stack's region (aws:region ${stack.region}) and can use certificates of that region only: request or import it in ${stack.region}`;
+    }
+    return undefined;
+}

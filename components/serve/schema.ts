@@ -29,26 +29,101 @@ const digestImage = z.string();
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** `valueFrom` of an ECS secret: a Secrets Manager secret (optionally :json-key::) or an SSM parameter ARN. */
-const secretRef = z
-    .string()
-    .regex(
-        /^arn:aws[a-z-]*:(secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+(:[A-Za-z0-9_.-]*){0,3}|ssm:[a-z0-9-]+:\d{12}:parameter\/[A-Za-z0-9/_.-]+)$/,
-        "must be a Secrets Manager secret ARN (optionally :<json-key>::) or an SSM parameter ARN",
+/** Longest `valueFrom` of a secret (ARNs are at most 2048 characters). */
+export const MAX_SECRET_ARN_LENGTH = 2048;
+
+const SECRET_ARN_RE = /^arn:aws[a-z-]*:(secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+(:[A-Za-z0-9_.-]*){0,3}|ssm:[a-z0-9-]+:\d{12}:parameter\/[A-Za-z0-9/_.-]+)$/;
+
+/** Longest model.prefix, model.file and model.path (S3 keys are at most 1024 bytes). */
+export const MAX_MODEL_PATH_LENGTH = 1024;
+/** Longest healthPath / metricsPath. */
+export const MAX_URL_PATH_LENGTH = 512;
+/** Most elements of healthCheckCommand, and the longest element. */
+export const MAX_HEALTH_COMMAND_ELEMENTS = 16;
+export const MAX_HEALTH_COMMAND_ELEMENT_LENGTH = 4096;
+/** Longest serve.allowedImages entry. */
+export const MAX_ALLOWED_IMAGE_LENGTH = 512;
+
+/** A string refused with the first problem `problem` finds (one message per value, never a cascade). */
+const checkedString = (problem: (value: string) => string | undefined) =>
+    z.string().superRefine((value, ctx) => {
+        const found = problem(value);
+        if (found !== undefined) ctx.addIssue({ code: "custom", message: found });
+    });
+
+/** Why `text` is longer than `max` characters (undefined: it is not). */
+const tooLong = (text: string, max: number): string | undefined => (text.length > max ? `is ${text.length} characters long; at most ${max}` : undefined);
+
+/** Why a path has an empty, "." or ".." segment (undefined: it has none). */
+function segmentProblem(path: string): string | undefined {
+    const segments = path.split("/");
+    if (segments.some((s) => s === "." || s === "..")) return 'may not contain "." or ".." segments (no path may climb out of where it is put)';
+    return undefined;
+}
+
+/** A relative S3 key path: segments of safe characters, no leading/trailing "/", no "//", no "." or "..", no wildcards, at most 1024 characters. */
+const keyPath = (what: string) =>
+    checkedString(
+        (p) =>
+            tooLong(p, MAX_MODEL_PATH_LENGTH) ??
+            (/^[A-Za-z0-9!_.'()=-]+(\/[A-Za-z0-9!_.'()=-]+)*$/.test(p)
+                ? segmentProblem(p)
+                : `${what} must be an S3 key path of letters, digits and !_.'()=- segments separated by single "/", without a leading or trailing "/" and without * or ?`),
     );
 
-/** A relative S3 key path: segments of safe characters, no leading/trailing "/", no "." or "..", no wildcards. */
-const keyPath = (what: string) =>
-    z
-        .string()
-        .regex(/^[A-Za-z0-9!_.'()=-]+(\/[A-Za-z0-9!_.'()=-]+)*$/, `${what} must be an S3 key path without a leading or trailing "/" and without * or ?`)
-        .refine((p) => p.split("/").every((s) => s !== "." && s !== ".."), `${what} may not contain "." or ".." segments`);
+/** Directories the model may not be mounted on (or under). */
+export const SYSTEM_DIRECTORIES: readonly string[] = ["/bin", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var", "/tmp"];
 
-const absolutePath = z
-    .string()
-    .regex(/^\/[a-z0-9._-]+(\/[a-z0-9._-]+)*$/, 'must be an absolute directory path such as "/models"')
-    .refine((p) => !["/bin", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var", "/tmp"].some((d) => p === d || p.startsWith(`${d}/`)), "must not be a system directory");
+const absolutePath = checkedString((p) => {
+    const long = tooLong(p, MAX_MODEL_PATH_LENGTH);
+    if (long) return long;
+    if (!/^\/[a-z0-9._-]+(\/[a-z0-9._-]+)*$/.test(p)) return 'must be an absolute directory path of lower-case letters, digits and ._- segments separated by single "/", such as "/models"';
+    const segments = segmentProblem(p);
+    if (segments) return segments;
+    if (p === "/" || SYSTEM_DIRECTORIES.some((d) => p === d || p.startsWith(`${d}/`))) return `must not be a system directory (${SYSTEM_DIRECTORIES.join(", ")} or under them)`;
+    return undefined;
+});
 
+/** A URL path on the server's port, at most MAX_URL_PATH_LENGTH characters. */
+const urlPath = (chars: RegExp) =>
+    checkedString((p) => tooLong(p, MAX_URL_PATH_LENGTH) ?? (chars.test(p) ? undefined : 'must be a URL path starting with "/"'));
+
+/**
+ * Why `name` is not a usable S3 bucket name (AWS general purpose bucket
+ * naming rules); undefined when it is: 3 to 63 lower-case letters, digits,
+ * "." and "-", starting and ending with a letter or digit, no "..", not an
+ * IPv4 address, none of the prefixes and suffixes AWS reserves.
+ */
+export function bucketNameProblem(name: string): string | undefined {
+    const rules = 'S3 bucket names are 3 to 63 lower-case letters, digits, "." and "-", start and end with a letter or digit, have no "..", are not IP addresses, do not start with xn--, sthree- or amzn-s3-demo- and do not end with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3';
+    if (name.length < 3 || name.length > 63) return `is ${name.length} characters long; ${rules}`;
+    if (!/^[a-z0-9][a-z0-9.-]*[a-z0-9]$/.test(name)) return `must be an S3 bucket name: ${rules}`;
+    if (name.includes("..")) return `has two adjacent periods; ${rules}`;
+    if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return `is shaped like an IP address; ${rules}`;
+    const prefix = ["xn--", "sthree-", "amzn-s3-demo-"].find((p) => name.startsWith(p));
+    if (prefix) return `starts with "${prefix}", which AWS reserves; ${rules}`;
+    const suffix = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"].find((p) => name.endsWith(p));
+    if (suffix) return `ends with "${suffix}", which AWS reserves; ${rules}`;
+    return undefined;
+}
+
+/** `valueFrom` of an ECS secret: a Secrets Manager secret (optionally :json-key::) or an SSM parameter ARN. */
+const secretRef = checkedString((arn) =>
+    arn.length > MAX_SECRET_ARN_LENGTH
+        ? `is ${arn.length} characters long; at most ${MAX_SECRET_ARN_LENGTH}`
+        : SECRET_ARN_RE.test(arn)
+          ? undefined
+          : "must be a Secrets Manager secret ARN (optionally :<json-key>::) or an SSM parameter ARN",
+);
+
+/** Environment variable name of a secret. */
+const secretName = z.string().max(128, "names are at most 128 characters").regex(ENV_NAME, "names are letters, digits and _");
+
+/** Environment variables injected from Secrets Manager / SSM: NAME -> ARN (at most 100). */
+const secretMap = z.record(secretName, secretRef).superRefine((map, ctx) => {
+    const n = Object.keys(map).length;
+    if (n > 100) ctx.addIssue({ code: "custom", message: `has ${n} entries; at most 100` });
+});
 
 // ---------------------------------------------------------------- service fields
 
@@ -74,14 +149,14 @@ export const sidecarSchema = strict({
     /** Extra environment. Default {}. */
     environment: stringMap.default({}),
     /** Environment variables injected from Secrets Manager / SSM: NAME -> ARN. Default {}. */
-    secrets: z.record(z.string().regex(ENV_NAME, "names are letters, digits and _"), secretRef).default({}),
+    secrets: secretMap.default({}),
 });
 export type SidecarConfig = z.infer<typeof sidecarSchema>;
 
 /** Where the model comes from: it is copied from S3 into a task volume before the server starts. */
 export const modelSchema = strict({
     /** S3 bucket. Required. */
-    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name"),
+    bucket: checkedString(bucketNameProblem),
     /** Key prefix holding the model, without leading or trailing "/", e.g. "classifier/2026-11-01". Required. The task role can read this prefix only. */
     prefix: keyPath("model prefix"),
     /** File (relative to the prefix) the server loads; sets MODEL_PATH. Default: unset (the server gets MODEL_DIR only). */
@@ -104,11 +179,12 @@ export const serviceShape = {
     /** Port the server listens on (the only port the load balancer reaches). Default 8080. */
     port: z.number().int().min(1).max(65535).default(8080),
     /** Health check path, for the container and the load balancer. Default "/healthz". */
-    healthPath: z.string().regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/, 'must be a URL path starting with "/"').default("/healthz"),
+    healthPath: urlPath(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/).default("/healthz"),
     /** Container health check command in ECS form (["CMD", ...] or ["CMD-SHELL", "..."]). Default: a python3 probe of 127.0.0.1:<port><healthPath>. */
     healthCheckCommand: z
-        .array(z.string().min(1))
+        .array(z.string().min(1).max(MAX_HEALTH_COMMAND_ELEMENT_LENGTH, `elements are at most ${MAX_HEALTH_COMMAND_ELEMENT_LENGTH} characters`))
         .min(2)
+        .max(MAX_HEALTH_COMMAND_ELEMENTS, `at most ${MAX_HEALTH_COMMAND_ELEMENTS} elements`)
         .refine((c) => c[0] === "CMD" || c[0] === "CMD-SHELL", 'must start with "CMD" or "CMD-SHELL"')
         .optional(),
     /** Seconds the container health check forgives after the server starts (model loading; ECS allows at most 300). Default 300. */
@@ -116,9 +192,15 @@ export const serviceShape = {
     /** Seconds the service ignores load-balancer health checks after a task starts (model download and load). Default 900. */
     healthGracePeriodSeconds: z.number().int().min(0).max(7200).default(900),
     /** Path of the server's Prometheus metrics on its port (scraped by the metrics-exporter sidecar). Default "/metrics". */
-    metricsPath: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, 'must be a URL path starting with "/"').default("/metrics"),
+    metricsPath: urlPath(/^\/[A-Za-z0-9._~/-]*$/).default("/metrics"),
     /** Server environment (PORT, MODEL_DIR and MODEL_PATH are set from other fields). Default {}. */
     environment: stringMap.default({}),
+    /**
+     * Server environment injected from Secrets Manager / SSM: NAME -> ARN
+     * (same form as sidecars' secrets; the execution role may read exactly
+     * these). A name may not also be in environment. Default: none.
+     */
+    secrets: secretMap.optional(),
     /** Sidecars from the catalogue. Default []. */
     sidecars: z.array(sidecarSchema).max(8).default([]),
     /** Model source. Required: models are never baked into images. */
@@ -129,7 +211,7 @@ export const serviceShape = {
     memory: z.number().int().min(512).max(1_048_576).default(4096),
     /** GPUs for the server. Default: 1 on a GPU target, 0 otherwise. */
     gpus: z.number().int().min(0).max(16).optional(),
-    /** /dev/shm size, MiB (PyTorch DataLoader workers, NCCL). Default 1024. */
+    /** /dev/shm size, MiB (PyTorch DataLoader workers, NCCL). Default 1024 (DEFAULT_SHARED_MEMORY_MIB). */
     sharedMemoryMiB: z.number().int().min(64).max(524_288).default(1024),
     /** Days CloudWatch keeps the service's logs. Default 30. */
     logRetentionDays: logRetentionDays.default(30),
@@ -140,6 +222,9 @@ export const serviceShape = {
 /** The fields above as one object (what InferenceService reads). */
 export const serviceFieldsSchema = strict(serviceShape);
 export type ServiceFields = z.infer<typeof serviceFieldsSchema>;
+
+/** /dev/shm size when sharedMemoryMiB is not set, MiB (serviceShape.sharedMemoryMiB). */
+export const DEFAULT_SHARED_MEMORY_MIB = 1024;
 
 /** GPUs the server gets: `gpus`, or 1 on a GPU target and 0 otherwise. */
 export function gpusFor(service: Pick<ServiceFields, "gpus">, target: HardwareTarget): number {
@@ -266,7 +351,7 @@ export const serveSchema = strict({
      * digest; the execution role may pull only those that are ECR repositories.
      * Default [].
      */
-    allowedImages: z.array(z.string()).max(50).default([]),
+    allowedImages: z.array(z.string().max(MAX_ALLOWED_IMAGE_LENGTH, `entries are at most ${MAX_ALLOWED_IMAGE_LENGTH} characters`)).max(50).default([]),
     targets: targetsSchema,
     services: z.array(serviceSchema).min(1, "the serve section needs at least one service").max(50, "at most 50 services per environment"),
     capacity: capacitySchema,

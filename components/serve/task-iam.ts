@@ -8,6 +8,7 @@ import type { PolicyDocument, PolicyStatement } from "../shared/iam";
 import { ecrLocation } from "../shared/image-refs";
 import { allowedEntryFor, splitRef } from "./images";
 import type { ServiceFields } from "./schema";
+import { resolveSidecar } from "./sidecars";
 
 export interface TaskRolePolicyArgs {
     /** AWS partition ("aws", "aws-cn", "aws-us-gov"). */
@@ -79,6 +80,16 @@ export function ecrRepositoryArn(image: string, partition: string): string | und
     if (!location) return undefined;
     const repository = name.slice(slash + 1).replace(/:[^/]*$/, "");
     return `arn:${partition}:ecr:${location.region}:${location.account}:repository/${repository}`;
+}
+
+/**
+ * Every `valueFrom` the task's containers inject (the server's `secrets` and
+ * each sidecar's), sorted and unique: exactly what the execution role may
+ * read (the same set buildContainerDefinitions writes; secretValueFroms).
+ */
+export function taskSecretRefs(service: Pick<ServiceFields, "secrets" | "sidecars">): string[] {
+    const all = [...Object.values(service.secrets ?? {}), ...service.sidecars.map(resolveSidecar).flatMap((s) => Object.values(s.secrets))];
+    return [...new Set(all)].sort();
 }
 
 /** The resource a `secrets[].valueFrom` names (a Secrets Manager JSON-key suffix is cut off). */
