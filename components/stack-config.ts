@@ -229,7 +229,7 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     if (cfg.runners && registry) checkRunners(cfg.runners, pullThroughPrefixes(registry.pullThrough), within(report, ["runners"]));
     const context = { buildSecrets: cfg.buildSecrets, protectData: cfg.protectData, projectRoot: options.projectRoot, pathExists: options.pathExists };
     const buildTargets = cfg.build ? checkBuild(cfg.build, context, within(report, ["build"])) : undefined;
-    const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"])) : undefined;
+    const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"]), { region: options.region }) : undefined;
     if (cfg.local) {
         const built = new Set((cfg.build?.images ?? []).flatMap((i) => i.targets.map((t) => `${i.name}/${t}`)));
         checkLocal(cfg.local, built, within(report, ["local"]));

@@ -88,6 +88,21 @@ describe("map keys", () => {
     });
 });
 
+describe("a listener certificate from another region", () => {
+    it("is refused with the other config problems, at the config boundary", () => {
+        const serve = { ...validServe(), loadBalancer: { certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012" } };
+        let problems: string[] = [];
+        try {
+            // As index.ts loads it: the region from the aws provider's config.
+            loadStackConfig({ [`${PROJECT}:serve`]: JSON.stringify(serve) }, { project: PROJECT, stack: "dev", projectRoot: ROOT, pathExists: fs.existsSync, region: "us-east-1" });
+        } catch (error) {
+            if (!(error instanceof ConfigError)) throw error;
+            problems = error.problems.map((p) => p.replace(/^(\S+) = .*?: /, "$1: "));
+        }
+        expect(problems.filter((p) => p.includes("certificateArn"))).toEqual([expect.stringMatching(new RegExp(`^${PROJECT}:serve\\.loadBalancer\\.certificateArn: is a certificate in eu-west-1`))]);
+    });
+});
+
 describe("the cost-center tag", () => {
     it.each([
         ["a newline", "ml\nplatform"],
