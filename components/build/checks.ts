@@ -45,9 +45,14 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
 
         const contextDir = path.resolve(projectRoot, image.context);
         const contextProblem = insideProject(projectRoot, image.context, "the build context");
-        const dockerfileProblem = insideProject(projectRoot, path.join(image.context, image.dockerfile), "the Dockerfile");
+        // An absolute Dockerfile would be read from anywhere (path.resolve ignores the context): refuse it before joining.
+        const dockerfileAbsolute = path.isAbsolute(image.dockerfile) || /^[A-Za-z]:[\\/]/.test(image.dockerfile);
+        const dockerfileProblem = dockerfileAbsolute
+            ? "the Dockerfile must be a path relative to the build context (images[].context), inside the project, not an absolute one; e.g. Dockerfile or docker/Dockerfile.gpu"
+            : insideProject(projectRoot, path.join(image.context, image.dockerfile), "the Dockerfile");
         if (contextProblem) {
             report([...at, "context"], contextProblem);
+            if (dockerfileAbsolute && dockerfileProblem) report([...at, "dockerfile"], dockerfileProblem);
         } else if (!pathExists(contextDir)) {
             report([...at, "context"], `build context directory not found (looked in ${contextDir})`);
         } else if (dockerfileProblem) {

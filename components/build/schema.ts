@@ -7,6 +7,7 @@ import { z } from "zod";
 import { imageRef, name, strict, stringMap } from "../shared/schema";
 import { targetsSchema } from "../shared/target-config";
 import { stackName } from "../shared/stack-names";
+import { repositoryPrefix } from "../registry/schema";
 
 /** `build.registry`: the project's repositories. */
 const registrySchema = strict({
@@ -53,7 +54,8 @@ export const buildSchema = strict({
         .unknown()
         .optional()
         .refine((v) => v === undefined, "no longer used: release tags are derived from the build inputs (<target>.<hash>, README: How a release is identified); remove the key"),
-    repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
+    /** ECR namespace `<prefix>/<image>`: not a pull-through prefix, at most MAX_REPOSITORY_PREFIX_LENGTH characters. Default `ml`. */
+    repositoryPrefix,
     buildOnPreview: z.boolean().default(false),
     /**
      * buildx builder every image builds on. Default: each target on the

@@ -63,9 +63,25 @@ const networkExistingSchema = strict({
     }).optional(),
 });
 
-/** `network` section. `mode` may be omitted and then means `create`. */
+/**
+ * `network` section. `mode` may be omitted and then means `create`. An explicit
+ * `publicSubnets: false` next to NAT gateways (which live in public subnets)
+ * is refused: the NAT would silently override it.
+ */
 export const networkSchema = z.preprocess(
-    (raw) => (raw !== null && typeof raw === "object" && !Array.isArray(raw) && !("mode" in raw) ? { ...raw, mode: "create" } : raw),
+    (raw, ctx) => {
+        if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return raw;
+        const fields = raw as Record<string, unknown>;
+        const nat = fields.natGateways;
+        if (fields.publicSubnets === false && (nat === "single" || nat === "perAz")) {
+            ctx.addIssue({
+                code: "custom",
+                path: ["publicSubnets"],
+                message: `contradicts natGateways: ${nat}: NAT gateways live in public subnets, so that creates them; remove publicSubnets: false, or set natGateways: none (endpoints only)`,
+            });
+        }
+        return "mode" in fields ? raw : { ...fields, mode: "create" };
+    },
     z.discriminatedUnion("mode", [networkCreateSchema, networkExistingSchema]),
 );
 

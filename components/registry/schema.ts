@@ -7,6 +7,38 @@
  */
 import { z } from "zod";
 import { strict } from "../shared/schema";
+import { UPSTREAMS } from "./pullthrough";
+
+/** Longest ECR repository name. */
+export const MAX_REPOSITORY_NAME_LENGTH = 256;
+/** Longest image name (NAME_RE). */
+const MAX_IMAGE_NAME_LENGTH = 40;
+/** Longest repository prefix: `<prefix>/cache/<image>` must fit ECR's 256 characters with the longest image name. */
+export const MAX_REPOSITORY_PREFIX_LENGTH = MAX_REPOSITORY_NAME_LENGTH - "/cache/".length - MAX_IMAGE_NAME_LENGTH;
+
+/** Prefixes of the pull-through rules (whether enabled or not): the project's repositories may never live under one. */
+export const RESERVED_REPOSITORY_PREFIXES: readonly string[] = UPSTREAMS.map((u) => u.prefix);
+
+/** Why a repository prefix cannot be the project's namespace (undefined: it can). */
+export function repositoryPrefixProblem(prefix: string): string | undefined {
+    if (RESERVED_REPOSITORY_PREFIXES.includes(prefix)) {
+        return `is the prefix of a pull-through cache rule (reserved: ${RESERVED_REPOSITORY_PREFIXES.join(", ")}): the runners push under the project's prefix and would push into the cache; choose another, e.g. ml`;
+    }
+    if (prefix.length > MAX_REPOSITORY_PREFIX_LENGTH) {
+        return `is ${prefix.length} characters; at most ${MAX_REPOSITORY_PREFIX_LENGTH} (ECR repository names are at most ${MAX_REPOSITORY_NAME_LENGTH} characters: <prefix>/cache/<image>, image names up to ${MAX_IMAGE_NAME_LENGTH})`;
+    }
+    return undefined;
+}
+
+/** The project's repository namespace (`registry.repositoryPrefix`, `build.repositoryPrefix`). Default `ml`. */
+export const repositoryPrefix = z
+    .string()
+    .regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace")
+    .superRefine((prefix, ctx) => {
+        const problem = repositoryPrefixProblem(prefix);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
+    .default("ml");
 
 const pullThroughSecret = strict({
     /** Secrets Manager secret with the upstream's credentials, created outside Pulumi. Required. */
@@ -37,7 +69,7 @@ export type PullThroughConfig = z.infer<typeof pullThroughSchema>;
 /** `registry`: account-wide ECR settings of the project (the runners stack). */
 export const registrySectionSchema = strict({
     /** Namespace of the project's repositories (`<prefix>/<image>`, `<prefix>/cache/<image>`); the runners may push under it only. Default `ml`. */
-    repositoryPrefix: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "must be a lower-case ECR repository namespace").default("ml"),
+    repositoryPrefix,
     /**
      * Customer managed KMS key of the repositories the pull-through cache
      * creates. Default: unset (AES-256, which needs no role). With a key the

@@ -77,6 +77,7 @@ const sortedUnique = (values: readonly string[]) => [...new Set(values)].sort();
 
 /** The runner role's inline policy. Only `ecr:GetAuthorizationToken` has resource `*` (it has no resource scope). */
 export function runnerPolicy(input: RunnerPolicyInput): PolicyDocument {
+    // An invariant: the config refuses such a prefix (registry/schema.ts) and BuildRunnerPool refuses such args with a ResourceError first.
     if (input.pullThroughPrefixes.includes(input.repositoryPrefix)) {
         throw new Error(`the repository prefix ${JSON.stringify(input.repositoryPrefix)} is also a pull-through prefix: runners could push into the cache`);
     }

@@ -489,6 +489,10 @@ export class BuildRunnerPool extends pulumi.ComponentResource {
         } catch (error) {
             throw new pulumi.ResourceError((error as Error).message, this);
         }
+        // The config refuses such a prefix (registry.repositoryPrefix); runnerPolicy's own throw is never reached from here.
+        if (args.pullThroughPrefixes.includes(args.repositoryPrefix)) {
+            throw new pulumi.ResourceError(`the repository prefix ${JSON.stringify(args.repositoryPrefix)} is also a pull-through prefix: runners could push into the cache`, this);
+        }
         return config;
     }
 

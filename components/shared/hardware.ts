@@ -206,6 +206,27 @@ export function cudaArchProblems(cuda: CudaSpec): string[] {
     return problems;
 }
 
+/** x86-64 CPU feature flags as /proc/cpuinfo names them (by prefix: avx512f, avx512_vnni, avx10_1, sse4_2, amx_tile ...). */
+const X86_FEATURE = /^(avx|sse|ssse|amx|fma|f16c|bmi|movbe|abm|lzcnt|popcnt|sha_ni|vaes|vpclmulqdq|pclmulqdq|gfni|adx|rdrand|rdseed|xsave|cx8|cx16|mmx|erms|fsrm|clflushopt|clwb|x86)/;
+/** Arm64 CPU feature flags as /proc/cpuinfo names them (asimd, asimddp, sve, sve2, bf16, i8mm, atomics ...). */
+const ARM64_FEATURE = /^(asimd|sve|sme|neon|fphp|atomics|pmull|sha1|sha2|sha3|sha512|sm3|sm4|crc32|lrcpc|ilrcpc|dcpop|dcpodp|jscvt|fcma|flagm|paca|pacg|bf16|ebf16|i8mm|dotprod|evtstrm|uscat|ssbs|dit|bti|mte|frint|dgh|ecv|afp|rpres|wfxt|mops|hbc)|^(fp|sb|rng|cpuid)$/;
+
+/** Which CPU architecture a feature flag belongs to (undefined: a flag this table does not know; `aes` is on both). */
+export function cpuFeatureArchitecture(feature: string): CpuArchitecture | undefined {
+    if (X86_FEATURE.test(feature)) return "X86_64";
+    if (ARM64_FEATURE.test(feature)) return "ARM64";
+    return undefined;
+}
+
+/** Why a target of `platform` cannot require `feature` (undefined: it can): a flag of the other architecture. */
+export function cpuFeatureProblem(feature: string, platform: Platform): string | undefined {
+    const arch = cpuFeatureArchitecture(feature);
+    if (arch === undefined || arch === cpuArchitectureOf(platform)) return undefined;
+    return platform === "linux/arm64"
+        ? `"${feature}" is an x86-64 CPU feature; this target builds linux/arm64, whose features are Arm ones as in /proc/cpuinfo (e.g. asimd, asimddp, sve, sve2, bf16, i8mm)`
+        : `"${feature}" is an Arm64 CPU feature; this target builds linux/amd64, whose features are x86-64 ones as in /proc/cpuinfo (e.g. avx2, fma, avx512f, avx512bw, avx512vl)`;
+}
+
 /** The pool a platform must be built on: arm64 only natively on Graviton, never emulated. */
 export function poolMatchesPlatform(pool: Pool, platform: Platform): boolean {
     return platform === "linux/arm64" ? pool === "arm64" : pool !== "arm64";

@@ -11,6 +11,7 @@ import {
     POOLS,
     type HardwareTarget,
     type TargetSpec,
+    cpuFeatureProblem,
     cudaArchProblems,
     poolMatchesPlatform,
     resolveTarget,
@@ -92,6 +93,17 @@ export function resolveTargets(patches: Readonly<Record<string, TargetPatch>>, r
         const target = checked.data;
         if (!poolMatchesPlatform(target.pool, target.platform)) {
             at(["pool"], `pool "${target.pool}" cannot build ${target.platform} natively; allowed: ${target.platform === "linux/arm64" ? "arm64" : "amd64, gpu"}`);
+        }
+        if (patch.cpuFeatures !== undefined) {
+            target.cpuFeatures.forEach((feature, i) => {
+                const problem = cpuFeatureProblem(feature, target.platform);
+                if (problem) at(["cpuFeatures", i], problem);
+            });
+        } else if (!target.cuda) {
+            // Features inherited from the catalog entry, of another platform: one problem, where the platform changed.
+            // (A GPU target on linux/arm64 is refused as such by the serve section and the pools; not twice.)
+            const foreign = target.cpuFeatures.filter((f) => cpuFeatureProblem(f, target.platform) !== undefined);
+            if (foreign.length > 0) at(["platform"], `the CPU features inherited from ${baseName} (${foreign.join(", ")}) are not ${target.platform} features; set cpuFeatures for this platform too`);
         }
         if (target.cuda) {
             for (const p of cudaArchProblems(target.cuda)) at(["cuda"], p);
