@@ -18,6 +18,7 @@ import { type RegistrySectionConfig, registrySectionSchema } from "./registry/sc
 import { checkRunners } from "./runners/checks";
 import { type RunnersConfig, runnersSchema } from "./runners/schema";
 import { checkServe } from "./serve/checks";
+import { regionProblem } from "./shared/region";
 import { type ServeConfig, serveSchema } from "./serve/schema";
 import type { HardwareTarget } from "./shared/hardware";
 import { credentialProblem, credentialValueProblem } from "./shared/credentials";
@@ -205,6 +206,10 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     const { project } = options;
     const raw = configObject(project, all);
     const outside = namespaceProblems(all, project);
+    // aws:region: one problem here; the checks that compare with it then do not run on a name that is no region.
+    const badRegion = options.region === undefined ? undefined : regionProblem(options.region);
+    if (badRegion) outside.push(`aws:region = ${JSON.stringify(options.region)}: ${badRegion}`);
+    const region = badRegion ? undefined : options.region;
     const parsed = stackConfigSchema.safeParse(raw);
     if (!parsed.success) {
         throw new ConfigError([...outside, ...zodProblems(parsed.error).map((p) => problemLine(project, raw, p.keys, p.message))]);
@@ -224,12 +229,12 @@ export function loadStackConfig(all: Readonly<Record<string, string>>, options: 
     }
 
     checkSections(cfg, report);
-    if (cfg.network) checkNetwork(cfg.network, within(report, ["network"]), options.region);
+    if (cfg.network) checkNetwork(cfg.network, within(report, ["network"]), region, cfg.runners !== undefined);
     const registry = cfg.registry ?? (cfg.runners ? registrySectionSchema.parse({}) : undefined);
     if (cfg.runners && registry) checkRunners(cfg.runners, pullThroughPrefixes(registry.pullThrough), within(report, ["runners"]));
     const context = { buildSecrets: cfg.buildSecrets, protectData: cfg.protectData, projectRoot: options.projectRoot, pathExists: options.pathExists };
     const buildTargets = cfg.build ? checkBuild(cfg.build, context, within(report, ["build"])) : undefined;
-    const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"]), { region: options.region }) : undefined;
+    const serveTargets = cfg.serve ? checkServe(cfg.serve, within(report, ["serve"]), { region }) : undefined;
     if (cfg.local) {
         const built = new Set((cfg.build?.images ?? []).flatMap((i) => i.targets.map((t) => `${i.name}/${t}`)));
         checkLocal(cfg.local, built, within(report, ["local"]));

@@ -169,7 +169,12 @@ describe("aws:region", () => {
         config["aws:region"] = region;
         const problems = problemsOf(config);
         expect(problems).toHaveLength(1);
-        expect(problems[0].startsWith(`ml-infra:network.availabilityZones = ["us-east-1a","us-east-1b"]: cannot be checked: aws:region ${JSON.stringify(region)} is not an AWS region name${hint} (`)).toBe(true);
+        expect(problems[0].startsWith(`aws:region = ${JSON.stringify(region)}: is not an AWS region name${hint} (`), problems[0]).toBe(true);
+    });
+
+    it("is checked in a stack without a network section too (a build stack)", () => {
+        const config: Json = { [`${PROJECT}:build`]: validBuild(), "aws:region": "moon-1" };
+        expect(problemsOf(config, "build")).toEqual([expect.stringMatching(/^aws:region = "moon-1": is not an AWS region name \(/)]);
     });
 
     it("takes region names, known or of the shape AWS gives new ones", () => {
@@ -218,11 +223,11 @@ describe("scaleToZeroSchedule", () => {
 describe("networks", () => {
     const network = (config: Json) => section(config, "network");
 
-    it("refuses a NAT-less network with no endpoints and no S3 gateway: nothing in it reaches ECR, S3 or logs", () => {
+    it("refuses a NAT-less network with no endpoints and no S3 gateway: nothing in it reaches ECR, S3, logs or (runners) SSM", () => {
         const config = runnersStack();
         Object.assign(network(config), { natGateways: "none", interfaceEndpoints: [], s3GatewayEndpoint: false });
         expect(problemsOf(config)).toEqual([
-            "ml-infra:network.interfaceEndpoints = []: without NAT (natGateways: none) the VPC reaches AWS services only through endpoints, and runners and ECS hosts pull images through ecr.api and ecr.dkr and send logs through logs: add ecr.api, ecr.dkr, logs, or set natGateways: single",
+            "ml-infra:network.interfaceEndpoints = []: without NAT (natGateways: none) the VPC reaches AWS services only through endpoints, and build runners pull images through ecr.api and ecr.dkr, send logs through logs and read their TLS key and take CI's tunnel through ssm, ssmmessages and ec2messages: add ecr.api, ecr.dkr, logs, ssm, ssmmessages, ec2messages, or set natGateways: single",
             "ml-infra:network.s3GatewayEndpoint = false: without NAT (natGateways: none) image layers come from S3 through this endpoint only (it is free): set it to true, or set natGateways: single",
         ]);
     });

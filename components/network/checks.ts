@@ -37,9 +37,11 @@ export function endpointProblems(network: NetworkConfig, report: Report, forRunn
  * What one field of `network` cannot say alone: duplicate subnets or zones,
  * zones outside one region (and outside `region`, the stack's `aws:region`,
  * when given), a VPC range outside private address space or too small for
- * its subnets, an endpoint security group open to public address space.
+ * its subnets, an endpoint security group open to public address space,
+ * and, without NAT, the interface endpoints the hosts need (`forRunners`: the
+ * stack runs build runners, which also need the SSM endpoints).
  */
-export function checkNetwork(network: NetworkConfig, report: Report, region?: string): void {
+export function checkNetwork(network: NetworkConfig, report: Report, region?: string, forRunners = false): void {
     if (network.mode === "existing") {
         const badRegion = region === undefined ? undefined : regionProblem(region);
         if (badRegion) report(["vpcId"], `cannot be used: aws:region ${JSON.stringify(region)} ${badRegion}`);
@@ -76,7 +78,7 @@ export function checkNetwork(network: NetworkConfig, report: Report, region?: st
             report(["availabilityZones"], `${network.availabilityZones.length} zones need ${network.availabilityZones.length * 2} subnets; subnetBits ${network.subnetBits} gives ${slots * 2}`);
         }
     }
-    endpointProblems(network, report);
+    endpointProblems(network, report, forRunners);
 }
 
 /**
