@@ -295,3 +295,29 @@ describe("the listener's certificate is in the stack's region", () => {
         expect(run(arn("us-east-1"))).toEqual([]);
     });
 });
+
+// ---------------------------------------------------------------- instance types that exist, with the target's CPU features
+
+describe("serving capacity instance types", () => {
+    it("an instance type that does not exist is one problem naming the family's sizes or the nearest family", () => {
+        expectOne(problems((_s, serve) => {
+            serve.capacity = { cpu: { instanceTypes: ["c7i.huge"] } };
+        }), "capacity.cpu.instanceTypes[0]", /c7i has no size "huge"; allowed: .*c7i\.xlarge/);
+        expectOne(problems((_s, serve) => {
+            serve.capacity = { cpu: { instanceTypes: ["c7x.xlarge"] } };
+        }), "capacity.cpu.instanceTypes[0]", /unknown instance family "c7x"; did you mean .*c7i/);
+    });
+
+    it("a cpu-avx512 service on hosts without AVX-512 (AMD before Zen 4) is refused on its target, naming the types", () => {
+        const found = problems((service, serve) => {
+            service.target = "cpu-avx512";
+            serve.capacity = { cpu: { instanceTypes: ["c7i.xlarge", "c5a.large", "m5a.large"] } };
+        });
+        expectOne(found, "services[0].target", /cpu-avx512 needs the CPU features avx512f avx512bw avx512vl, .*\(c5a\.large lacks avx512f avx512bw avx512vl; m5a\.large lacks avx512f avx512bw avx512vl\)/);
+        // On hosts that have it, or that the table does not know, nothing is said.
+        expect(problems((service, serve) => {
+            service.target = "cpu-avx512";
+            serve.capacity = { cpu: { instanceTypes: ["c7i.xlarge", "m7a.xlarge"] } };
+        })).toEqual([]);
+    });
+});

@@ -6,7 +6,7 @@
  */
 import { ingressRangeProblem } from "../shared/cidr";
 import type { HardwareTarget } from "../shared/hardware";
-import { describeInstanceType, NVIDIA_GPU_FAMILIES } from "../shared/instance-types";
+import { describeInstanceType, instanceTypeProblem as instanceTypeExistsProblem, missingCpuFeatures, NVIDIA_GPU_FAMILIES } from "../shared/instance-types";
 import { type Report, keyPathText, within } from "../shared/problems";
 import { resolveTargets } from "../shared/target-config";
 import { type HardwareKind, HARDWARE_KINDS, hardwareKindOf } from "./hardware-kinds";
@@ -311,6 +311,26 @@ export function checkTaskFits(
     }
 }
 
+/**
+ * The target's CPU features on every instance type its capacity group may
+ * launch: a server compiled for AVX-512 dies with an illegal instruction on
+ * an AMD host before Zen 4 (c5a, m5a, c6a). Types the feature table does not
+ * know are not judged. One problem on the service's target. Keys are relative
+ * to the service.
+ */
+export function checkCpuFeatures(target: HardwareTarget, group: Pick<CapacityGroupConfig, "instanceTypes">, report: Report): void {
+    if (target.cpuFeatures.length === 0) return;
+    const lacking = group.instanceTypes.flatMap((type) => {
+        const missing = missingCpuFeatures(type, target.cpuFeatures);
+        return missing && missing.length > 0 ? [`${type} lacks ${missing.join(" ")}`] : [];
+    });
+    if (lacking.length === 0) return;
+    report(
+        ["target"],
+        `${target.name} needs the CPU features ${target.cpuFeatures.join(" ")}, and capacity.${hardwareKindOf(target)}.instanceTypes may launch hosts without them (${lacking.join("; ")}): the server would stop with an illegal instruction there; remove those types, or use a target they run`,
+    );
+}
+
 /** Checks one Auto Scaling group's sizing and instance types. Keys are relative to the group. */
 export function checkCapacityGroup(kind: HardwareKind, group: CapacityGroupConfig, report: Report): void {
     if (group.minSize > group.maxSize) report(["minSize"], `must not exceed maxSize (${group.maxSize})`);
@@ -319,7 +339,7 @@ export function checkCapacityGroup(kind: HardwareKind, group: CapacityGroupConfi
     group.instanceTypes.forEach((type, i) => {
         if (seen.has(type)) report(["instanceTypes", i], "listed twice");
         seen.add(type);
-        const problem = instanceTypeProblem(kind, type);
+        const problem = instanceTypeExistsProblem(type) ?? instanceTypeProblem(kind, type);
         if (problem) report(["instanceTypes", i], problem);
     });
 }
@@ -413,6 +433,7 @@ export function checkServe(serve: ServeConfig, report: Report, facts: StackFacts
         else {
             checkService(service, target, at);
             checkTaskFits(service, target, serve.capacity[hardwareKindOf(target)], at);
+            checkCpuFeatures(target, serve.capacity[hardwareKindOf(target)], at);
         }
     });
     // Every image the services run: its form and digest, the stack's registry, pinned values.
