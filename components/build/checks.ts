@@ -58,7 +58,7 @@ export function checkBuild(build: BuildConfig, context: BuildCheckContext, repor
         } else if (dockerfileProblem) {
             report([...at, "dockerfile"], dockerfileProblem);
         } else if (!pathExists(path.resolve(contextDir, image.dockerfile))) {
-            report([...at, "dockerfile"], `Dockerfile not found in the build context (looked for ${path.resolve(contextDir, image.dockerfile)})`);
+            report([...at, "dockerfile"], `Dockerfile not found in the build context (looked for ${JSON.stringify(path.resolve(contextDir, image.dockerfile))})`);
         } else if (!isFile(path.resolve(contextDir, image.dockerfile))) {
             report([...at, "dockerfile"], `is not a file (${path.resolve(contextDir, image.dockerfile)}): name the Dockerfile, relative to the context`);
         } else if (!isDirectory(contextDir)) {

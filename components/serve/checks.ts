@@ -320,14 +320,17 @@ export function checkTaskFits(
  */
 export function checkCpuFeatures(target: HardwareTarget, group: Pick<CapacityGroupConfig, "instanceTypes">, report: Report): void {
     if (target.cpuFeatures.length === 0) return;
+    const kind = hardwareKindOf(target);
     const lacking = group.instanceTypes.flatMap((type) => {
+        // A type that does not exist or does not belong to the group is reported as such (checkCapacityGroup), once.
+        if (instanceTypeExistsProblem(type) ?? instanceTypeProblem(kind, type)) return [];
         const missing = missingCpuFeatures(type, target.cpuFeatures);
         return missing && missing.length > 0 ? [`${type} lacks ${missing.join(" ")}`] : [];
     });
     if (lacking.length === 0) return;
     report(
         ["target"],
-        `${target.name} needs the CPU features ${target.cpuFeatures.join(" ")}, and capacity.${hardwareKindOf(target)}.instanceTypes may launch hosts without them (${lacking.join("; ")}): the server would stop with an illegal instruction there; remove those types, or use a target they run`,
+        `${target.name} needs the CPU features ${target.cpuFeatures.join(" ")}, and capacity.${kind}.instanceTypes may launch hosts without them (${lacking.join("; ")}): the server would stop with an illegal instruction there; remove those types, or use a target they run`,
     );
 }
 

@@ -147,6 +147,9 @@ const GRAVITON3 = [...GRAVITON2, "sve", "bf16", "i8mm", "svebf16", "svei8mm", "s
 /** Graviton4 (Neoverse V2): SVE2. */
 const GRAVITON4 = [...GRAVITON3, "sve2", "svebitperm", "sveaes", "svepmull", "svesha3", "bti", "flagm2", "frint"];
 
+/** Every flag the table below knows; it says nothing about any other. */
+const KNOWN_CPU_FEATURES: ReadonlySet<string> = new Set([...X86_V4, ...GRAVITON4]);
+
 /**
  * The CPU features this table knows per family. Only the features listed
  * for a family's generation are answered; a family outside the table is
@@ -181,7 +184,8 @@ const FAMILY_CPU: Readonly<Record<string, readonly string[]>> = {
 export function missingCpuFeatures(type: string, required: readonly string[]): string[] | undefined {
     const has = FAMILY_CPU[type.split(".")[0]];
     if (!has) return undefined;
-    return required.filter((f) => !has.includes(f));
+    // A flag the table does not know (avx10_1) is not judged.
+    return required.filter((f) => KNOWN_CPU_FEATURES.has(f) && !has.includes(f));
 }
 
 /** Does this instance type have every CPU feature in `required`? undefined when its family is not in the table. */
