@@ -22,7 +22,7 @@ import { regionProblem } from "./shared/region";
 import { type ServeConfig, serveSchema } from "./serve/schema";
 import type { HardwareTarget } from "./shared/hardware";
 import { credentialProblem, credentialValueProblem } from "./shared/credentials";
-import { ConfigError, type KeyPath, type Report, type ReportOptions, formatKeyPath, keyPathText, within, zodProblems } from "./shared/problems";
+import { ConfigError, editDistance, type KeyPath, type Report, type ReportOptions, formatKeyPath, keyPathText, within, zodProblems } from "./shared/problems";
 import { strict } from "./shared/schema";
 
 export { ConfigError };
@@ -80,21 +80,6 @@ export interface LoadOptions {
 /** Config namespaces the program reads besides its own: the providers it uses and Pulumi's. */
 export const OTHER_NAMESPACES: readonly string[] = ["aws", "pulumi", "docker", "docker-build", "tls"];
 
-/** Edit distance, for "did you mean". */
-function distance(a: string, b: string): number {
-    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-        let prev = row[0];
-        row[0] = i;
-        for (let j = 1; j <= b.length; j++) {
-            const cur = row[j];
-            row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-            prev = cur;
-        }
-    }
-    return row[b.length];
-}
-
 /**
  * Keys outside the project's namespace that the program would not read: a
  * key without a namespace, or a namespace it does not know (a typo such as
@@ -113,7 +98,7 @@ export function namespaceProblems(all: Readonly<Record<string, string>>, project
             lines.push(`${key} = ${value}: a config key needs a namespace; did you mean ${project}:${name}? (namespaces read: ${known.join(", ")})`);
             continue;
         }
-        const near = known.find((k) => distance(k, namespace) <= 2);
+        const near = known.find((k) => editDistance(k, namespace) <= 2);
         lines.push(`${key} = ${value}: unknown config namespace "${namespace}"${near ? `; did you mean ${near}:${name}?` : ""} (namespaces read: ${known.join(", ")})`);
     }
     return lines;

@@ -5,6 +5,7 @@
  * serving capacity.
  */
 import { InstanceType as AwsInstanceType } from "@pulumi/aws/types/enums/ec2";
+import { editDistance } from "./problems";
 
 /** NVIDIA GPU instance families: compute capability and CPU architecture. */
 export const NVIDIA_GPU_FAMILIES: Readonly<Record<string, { readonly capability: string; readonly architecture: "x86_64" | "arm64" }>> = {
@@ -91,20 +92,6 @@ function sizeRank(size: string): number {
 
 function bySize(a: string, b: string): number {
     return sizeRank(a) - sizeRank(b) || a.localeCompare(b);
-}
-
-function editDistance(a: string, b: string): number {
-    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-        let prev = row[0];
-        row[0] = i;
-        for (let j = 1; j <= b.length; j++) {
-            const cur = row[j];
-            row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-            prev = cur;
-        }
-    }
-    return row[b.length];
 }
 
 /** The sizes of an instance family, smallest first (undefined: not a family the provider knows). */
