@@ -8,7 +8,7 @@
  */
 import { parseImage } from "../components/registry/pullthrough";
 import { ALLOWED_IMAGE_LABEL } from "../components/serve/container-definitions";
-import { allowedEntryFor, refProblem, splitRef } from "../components/serve/images";
+import { allowedEntryFor, mostCommon, refProblem, splitRef } from "../components/serve/images";
 import { PLAIN_HTTP_TAG, tlsPolicyProblem } from "../components/serve/listener";
 import { ecrRepositoryArn } from "../components/serve/task-iam";
 import { ingressRangeProblem } from "../components/shared/cidr";
@@ -619,15 +619,6 @@ function taskContainers(resources: readonly PolicyResource[]): TaskContainer[] {
             };
         }),
     );
-}
-
-/** The value seen most often (ties: the first seen). */
-function mostCommon(values: readonly string[]): string | undefined {
-    const counts = new Map<string, number>();
-    for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-    let best: string | undefined;
-    for (const [v, n] of counts) if (best === undefined || n > (counts.get(best) ?? 0)) best = v;
-    return best;
 }
 
 const imagesOwnRegistry: StackPolicy = {

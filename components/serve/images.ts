@@ -358,8 +358,8 @@ const registryHint = (facts: RegistryFacts) =>
 /** The value a slot's key shows in a problem line. */
 const shownValue = (slot: ImageSlot, build?: BuildStackImages): unknown => (slot.keys[0] === "buildStack" ? build?.stack : slot.ref);
 
-/** The value seen most often (ties: the first seen). */
-function mostCommon(values: readonly string[]): string | undefined {
+/** The value seen most often (ties: the first seen): the registry most images name. */
+export function mostCommon(values: readonly string[]): string | undefined {
     const counts = new Map<string, number>();
     for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
     let best: string | undefined;
