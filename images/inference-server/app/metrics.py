@@ -63,16 +63,14 @@ class _Metric:
         return [f"# HELP {self.name} {help_text}", f"# TYPE {self.name} {self.kind}"]
 
 
-class Counter(_Metric):
-    kind = "counter"
+class _Values(_Metric):
+    """A metric that is one number per label set (counters and gauges)."""
 
     def __init__(self, name, help_text, labels=()):
         super().__init__(name, help_text, labels)
         self._values = {}
 
-    def inc(self, amount: float = 1.0, **labels) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
+    def _add(self, amount: float, labels: dict) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -91,12 +89,17 @@ class Counter(_Metric):
         return lines
 
 
-class Gauge(_Metric):
-    kind = "gauge"
+class Counter(_Values):
+    kind = "counter"
 
-    def __init__(self, name, help_text, labels=()):
-        super().__init__(name, help_text, labels)
-        self._values = {}
+    def inc(self, amount: float = 1.0, **labels) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self._add(amount, labels)
+
+
+class Gauge(_Values):
+    kind = "gauge"
 
     def set(self, value: float, **labels) -> None:
         key = self._key(labels)
@@ -104,25 +107,10 @@ class Gauge(_Metric):
             self._values[key] = float(value)
 
     def inc(self, amount: float = 1.0, **labels) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._add(amount, labels)
 
     def dec(self, amount: float = 1.0, **labels) -> None:
-        self.inc(-amount, **labels)
-
-    def value(self, **labels) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> list:
-        with self._lock:
-            items = sorted(self._values.items())
-        lines = self.header()
-        if not items and not self.label_names:
-            items = [((), 0.0)]
-        lines += [f"{self.name}{_labels(self.label_names, key)} {format_value(v)}" for key, v in items]
-        return lines
+        self._add(-amount, labels)
 
 
 class Histogram(_Metric):
