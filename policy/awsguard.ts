@@ -26,7 +26,7 @@ import * as elasticsearch from "@pulumi/awsguard/elasticsearch";
 import * as network from "@pulumi/awsguard/network";
 import { PLAIN_HTTP_TAG } from "../components/serve/listener";
 import { known } from "./known";
-import type { PolicyResource, ResourcePolicy } from "./policies";
+import type { PolicyResource, ResourcePolicy } from "./types";
 
 /** v4 type tokens AWSGuard selects resources by that are spelled differently in @pulumi/aws v7, with the v7 tokens of the same resource. */
 export const V7_TYPES: Readonly<Record<string, readonly string[]>> = {

@@ -18,34 +18,8 @@ import { AWSGUARD_POLICIES } from "./awsguard";
 import { iamDocumentProblems } from "./iam-grammar";
 import { known } from "./known";
 
-export interface PolicyResource {
-    readonly type: string;
-    readonly name: string;
-    readonly urn: string;
-    readonly props: Record<string, unknown>;
-    /** Per input property, the URNs of the resources it was computed from (what links a service to its task definition). */
-    readonly propertyDependencies?: Readonly<Record<string, readonly string[]>>;
-}
-
-export interface Violation {
-    readonly policy: string;
-    /** URN (or name) of the offending resource. */
-    readonly resource: string;
-    readonly message: string;
-}
-
-export interface ResourcePolicy {
-    readonly name: string;
-    readonly description: string;
-    /** Messages for one resource (empty when it complies). */
-    readonly check: (resource: PolicyResource) => string[];
-}
-
-export interface StackPolicy {
-    readonly name: string;
-    readonly description: string;
-    readonly check: (resources: readonly PolicyResource[]) => Violation[];
-}
+export type { PolicyResource, ResourcePolicy, StackPolicy, Violation } from "./types";
+import type { PolicyResource, ResourcePolicy, StackPolicy, Violation } from "./types";
 
 /** Tag that marks a load balancer as internet-facing on purpose. (Ingress from public address space is refused whatever the tags.) */
 export const PUBLIC_TAG = "ml-infra:public";
