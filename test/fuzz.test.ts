@@ -21,7 +21,7 @@ import { digestProblem, resolveServeImages } from "../components/serve/images";
 import { serveSchema } from "../components/serve/schema";
 import { runPolicies } from "../policy/policies";
 import * as path from "node:path";
-import { ROOT, evaluate, evaluateFailure, loadConfig } from "./harness";
+import { ROOT, configProblems, evaluate, evaluateFailure, loadConfig } from "./harness";
 import { PROJECT } from "./fixtures";
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? "1");
@@ -304,15 +304,6 @@ describe("pure builders", () => {
 // ---------------------------------------------------------------- hostile input classes
 
 describe("hostile input classes", () => {
-    const configProblemsOf = (config: Record<string, unknown>, stack = "build"): string[] => {
-        try {
-            loadConfig(config, stack);
-        } catch (error) {
-            if (error instanceof ConfigError) return [...error.problems];
-            throw error;
-        }
-        return [];
-    };
     const oneImage = (patch: Record<string, unknown>) => ({
         [`${PROJECT}:build`]: { builder: "ci-builder", allowedBaseImages: CATALOG_BASES, images: [{ name: "inference", context: CONTEXT, targets: ["cpu-avx2"], ...patch }] },
     });
@@ -332,7 +323,7 @@ describe("hostile input classes", () => {
         fc.assert(
             fc.property(plainName, credentialValue, (name, value) => {
                 counts.schema++;
-                const problems = configProblemsOf(oneImage({ buildArgs: { [name]: value } }));
+                const problems = configProblems(oneImage({ buildArgs: { [name]: value } }));
                 expect(problems.some((p) => p.startsWith(`${PROJECT}:build.images[0].buildArgs.${name} = [redacted]: `))).toBe(true);
                 expect(problems.join("\n")).not.toContain(value);
             }),
@@ -345,7 +336,7 @@ describe("hostile input classes", () => {
         fc.assert(
             fc.property(plainName, ordinary, (name, value) => {
                 counts.schema++;
-                expect(configProblemsOf(oneImage({ buildArgs: { [name]: value } }))).toEqual([]);
+                expect(configProblems(oneImage({ buildArgs: { [name]: value } }))).toEqual([]);
             }),
             { numRuns: SCHEMA_RUNS },
         );
@@ -360,7 +351,7 @@ describe("hostile input classes", () => {
             fc.property(escaping, (context) => {
                 fc.pre(path.isAbsolute(context) || path.relative(ROOT, path.resolve(ROOT, context)).startsWith(".."));
                 counts.schema++;
-                const problems = configProblemsOf(oneImage({ context }));
+                const problems = configProblems(oneImage({ context }));
                 expect(problems.some((p) => p.startsWith(`${PROJECT}:build.images[0].context = `) && /inside the project|relative to the project/.test(p)), problems.join("; ")).toBe(true);
             }),
             { numRuns: SCHEMA_RUNS },
@@ -392,7 +383,7 @@ describe("hostile input classes", () => {
                 const address = align ? raw - (raw % size) : raw;
                 const octets = [Math.floor(address / 2 ** 24), Math.floor(address / 2 ** 16) % 256, Math.floor(address / 256) % 256, address % 256];
                 const cidr = `${octets.join(".")}/${p}`;
-                const problems = configProblemsOf(runnersStack({ cidrs: [cidr] }), "runners");
+                const problems = configProblems(runnersStack({ cidrs: [cidr] }), "runners");
                 const valid = octets[0] <= 255 && p <= 32 && address % size === 0;
                 const [o1, o2] = octets;
                 const isPrivate = valid && ((o1 === 10 && p >= 8) || (o1 === 172 && o2 >= 16 && o2 < 32 && p >= 12) || (o1 === 192 && o2 === 168 && p >= 16) || (o1 === 100 && o2 >= 64 && o2 < 128 && p >= 10));
@@ -416,7 +407,7 @@ describe("hostile input classes", () => {
             fc.property(fc.oneof(fc.array(field, { minLength: 1, maxLength: 7 }), valid), (fields) => {
                 counts.schema++;
                 const expression = fields.join(" ");
-                const problems = configProblemsOf(runnersStack({ recurrences: [expression] }), "runners");
+                const problems = configProblems(runnersStack({ recurrences: [expression] }), "runners");
                 if (problems.length > 0) expect(problems[0]).toMatch(/^ml-infra:runners\.scaleToZeroSchedule\.recurrences\[0\] = /);
                 else accepted++;
                 const shellish = fields.some((f) => /[$`;]/.test(f));
